@@ -1,0 +1,19 @@
+"""jaxpde: numerical schemes for nonlinear diffusion as stable neural-network blocks.
+
+Reference: Alt, Peter, Weickert, Schrader, "Translating Numerical Concepts for PDEs
+into Neural Architectures", SSVM 2021, arXiv:2103.15419.
+"""
+
+import importlib.metadata
+
+from . import fluxes as fluxes, schemes as schemes, verify as verify
+from .blocks import DiffusionBlock as DiffusionBlock, stable_step_size as stable_step_size
+from .operators import (
+    AbstractOperator as AbstractOperator,
+    BOUNDARIES as BOUNDARIES,
+    Derivative as Derivative,
+    Stencil as Stencil,
+)
+
+
+__version__ = importlib.metadata.version("jaxpde")

@@ -1,0 +1,84 @@
+"""Claims about quantities the explicit scheme preserves: the mean and the range."""
+
+import numpy as np
+
+from ..blocks import DiffusionBlock
+from ..operators import Derivative
+from ..verify.certificate import CaseResult
+from ..verify.tolerance import entrywise_tolerance, mean_tolerance
+from . import sampling
+from .explicit import operators
+from .registry import Budget, Claim, Evidence
+
+
+CONSERVATIVE_BOUNDARIES = ("neumann", "periodic")
+
+
+def _check_mass(key, budget: Budget) -> Evidence:
+    rng = sampling.numpy_rng(key)
+    cases, tolerances, kernel_sums = [], [], []
+    for op_name, op in operators(rng, budget, CONSERVATIVE_BOUNDARIES, zero_sum=True):
+        kernel = op.stencil.kernel if isinstance(op, Derivative) else op.kernel
+        # Hypothesis: K annihilates constants (each output channel's taps sum to zero).
+        kernel_sums.append(float(np.max(np.abs(np.sum(np.asarray(kernel), axis=-1)))))
+        fluxes = sampling.random_fluxes(rng)
+        measured, _ = sampling.measure(rng, op, fluxes, budget.samples, budget.depth)
+        for index, flux in enumerate(fluxes):
+            block = DiffusionBlock(op, flux, measured.tau[index])
+            tolerance = mean_tolerance(block, np.float64, budget.depth)
+            worst = float(np.max(measured.mean_drift[index]))
+            name = f"{op_name} {type(flux).__name__}"
+            cases.append(CaseResult(name, budget.samples, worst, 0.0, tolerance.value, worst <= tolerance.value))
+            tolerances.append(tolerance)
+    hypotheses = {
+        "K annihilates constants": f"max |sum of taps| = {max(kernel_sums):.3g} (derivatives; zero-mean random stencils)",
+        "boundaries": "neumann and periodic (with dirichlet, mass leaves through the boundary)",
+        "worst": f"max over {budget.depth} steps of |mean(u^k) - mean(u^0)| / max|u^0|",
+    }
+    loosest = max(tolerances, key=lambda t: t.value)
+    return Evidence(tuple(cases), 0.0, "<=", loosest.derivation, hypotheses)
+
+
+def _check_max_min(key, budget: Budget) -> Evidence:
+    rng = sampling.numpy_rng(key)
+    cases, tolerances, step_ratios = [], [], []
+    for op_name, op in sampling.derivatives(rng, budget.sizes, orders=(1,)):
+        fluxes = sampling.random_fluxes(rng)
+        h = float(op.h)
+        # tau = multiplier * 2 / (L * norm_bound^2) = h^2 / (2 L).
+        multiplier = float(op.norm_bound()) ** 2 * h**2 / 4
+        measured, _ = sampling.measure(
+            rng, op, fluxes, budget.samples, budget.depth, step_multipliers=[multiplier] * len(fluxes)
+        )
+        for index, flux in enumerate(fluxes):
+            step_ratios.append(float(measured.tau[index]) * 2 * float(flux.sector_bound()) / h**2)
+            block = DiffusionBlock(op, flux, measured.tau[index])
+            tolerance = entrywise_tolerance(block, np.float64, budget.depth)
+            worst = float(np.max(measured.range_excess[index]))
+            name = f"{op_name} {type(flux).__name__}"
+            cases.append(CaseResult(name, budget.samples, worst, 0.0, tolerance.value, worst <= tolerance.value))
+            tolerances.append(tolerance)
+    hypotheses = {
+        "operator": "D_1 with spacing h, all boundaries (dirichlet: the range includes the boundary value 0)",
+        "step size": (
+            f"tau = fraction * h^2 / (2 L), fraction in (0.05, 1]; largest tau * 2L / h^2 = {max(step_ratios):.15g}"
+        ),
+        "worst": f"max over {budget.depth} steps of the excess of u^k over [min u^0, max u^0], relative to max|u^0|",
+    }
+    loosest = max(tolerances, key=lambda t: t.value)
+    return Evidence(tuple(cases), 0.0, "<=", loosest.derivation, hypotheses)
+
+
+MASS_CONSERVATION = Claim(
+    "mass-conservation",
+    "For neumann and periodic boundaries (K annihilates constants) the explicit scheme preserves "
+    "the mean: mean(u - tau K^T Phi(K u)) = mean(u), for every flux, step size and depth.",
+    _check_mass,
+)
+
+MAX_MIN_PRINCIPLE = Claim(
+    "max-min-principle",
+    "For m = 1 and 0 < tau <= h^2/(2L) each explicit step is a convex combination of neighbouring "
+    "values: min u^0 <= u^k <= max u^0 for every sector-bounded flux (monotone or not) and depth.",
+    _check_max_min,
+)

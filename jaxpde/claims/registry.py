@@ -1,0 +1,96 @@
+"""The registry of the paper's claims: id, statement, proof file and a check."""
+
+import dataclasses
+import time
+import traceback
+from collections.abc import Callable
+from typing import Literal
+
+import jax
+from jaxtyping import PRNGKeyArray
+
+from ..verify.certificate import CaseResult, Certificate
+
+
+@dataclasses.dataclass(frozen=True)
+class Budget:
+    """How hard a check tries: random samples per case, depth (steps) per sample,
+    and the grid sizes drawn from."""
+
+    samples: int
+    depth: int
+    sizes: tuple[int, ...]
+    name: str
+
+    def __post_init__(self):
+        if self.samples < 5 or self.depth < 1 or not self.sizes:
+            raise ValueError("`Budget` needs samples >= 5, depth >= 1 and at least one size.")
+
+
+QUICK = Budget(samples=40, depth=4, sizes=(16, 33), name="quick")
+THOROUGH = Budget(samples=400, depth=24, sizes=(16, 33, 64, 129), name="thorough")
+
+
+@dataclasses.dataclass(frozen=True)
+class Evidence:
+    """What a check found: one `CaseResult` per configuration, plus the hypotheses
+    it verified (with their numbers)."""
+
+    cases: tuple[CaseResult, ...]
+    bound: float
+    relation: Literal["<=", ">"]
+    tolerance_derivation: str
+    hypotheses: dict[str, str] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """A mathematical claim of the paper that jaxpde certifies.
+
+    `check(key, budget)` samples inputs and configurations and returns a
+    `Certificate`; exceptions become the status `"error"`.
+    """
+
+    id: str
+    statement: str
+    run: Callable[[PRNGKeyArray, Budget], Evidence]
+
+    @property
+    def proof(self) -> str:
+        return f"proofs/{self.id}.md"
+
+    def check(self, key: PRNGKeyArray | None = None, budget: Budget = QUICK) -> Certificate:
+        key = jax.random.key(0) if key is None else key
+        start = time.perf_counter()
+        try:
+            with jax.enable_x64(True):  # claims are certified in float64
+                evidence = self.run(key, budget)
+        except Exception as error:  # reported, never swallowed: status "error"
+            return Certificate(
+                claim_id=self.id, statement=self.statement, status="error", samples=0,
+                worst=float("nan"), bound=float("nan"), relation="<=", tolerance=0.0,
+                tolerance_derivation="", seconds=time.perf_counter() - start,
+                proof=self.proof, message="".join(traceback.format_exception_only(error)).strip(),
+            )
+        cases = evidence.cases
+        if not cases:
+            raise RuntimeError(f"claim {self.id!r} checked no case.")
+        worsts = [case.worst for case in cases]
+        worst = max(worsts) if evidence.relation == "<=" else min(worsts)
+        failed = [case.name for case in cases if not case.passed]
+        return Certificate(
+            claim_id=self.id,
+            statement=self.statement,
+            status="violated" if failed else "certified",
+            samples=sum(case.samples for case in cases),
+            worst=float(worst),
+            bound=evidence.bound,
+            relation=evidence.relation,
+            tolerance=max(case.tolerance for case in cases),
+            tolerance_derivation=evidence.tolerance_derivation,
+            seconds=time.perf_counter() - start,
+            proof=self.proof,
+            hypotheses=evidence.hypotheses,
+            cases=cases,
+            message=f"failed cases: {', '.join(failed[:5])}" if failed else "",
+        )

@@ -1,0 +1,249 @@
+"""What claim checks sample, and the one compiled evaluation they share.
+
+Configurations (operators over orders, boundaries and sizes; fluxes with random
+parameters) and input signals are drawn with NumPy from a seed derived from the JAX
+key. Every check then calls `evaluate`, one `jax.jit`-compiled program per operator
+structure that runs all fluxes, vmapped over the samples, and returns per-sample
+measurements; claims differ only in the step sizes they pass and the measurement they
+read. This keeps the number of compilations (the dominant cost on CPU) at one per
+operator shape, shared by all claims.
+"""
+
+import dataclasses
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, PRNGKeyArray
+
+from ..blocks import DiffusionBlock
+from ..fluxes import AbstractFlux, FLUXES, Linear, TotalVariation
+from ..operators import AbstractOperator, BOUNDARIES, Derivative, Stencil
+from ..verify.energy import l2_norm
+from ..verify.spectral import power_iteration
+
+
+ORDERS = (1, 2, 3)
+SIGNAL_KINDS = ("gaussian", "alternating", "random-walk", "piecewise-constant", "top-singular")
+STENCIL_SHAPES = ((3,), (3, 1, 4))
+POWER_ITERATIONS = 200
+
+
+def numpy_rng(key: PRNGKeyArray) -> np.random.Generator:
+    """A NumPy generator seeded by a JAX key (sampling on the host compiles nothing)."""
+    return np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel().tolist())
+
+
+def _size(budget_sizes: tuple[int, ...], index: int, minimum: int) -> int:
+    return max(budget_sizes[index % len(budget_sizes)], minimum)
+
+
+def derivatives(rng: np.random.Generator, sizes: tuple[int, ...], boundaries=BOUNDARIES, orders=ORDERS):
+    """`Derivative`s of each order and boundary; the size cycles through `sizes` (so
+    claims share compiled programs) and the spacing h is drawn log-uniformly."""
+    for order in orders:
+        for index, boundary in enumerate(boundaries):
+            n = _size(sizes, order + BOUNDARIES.index(boundary), order + 1)
+            h = float(10 ** rng.uniform(-1.0, 0.3))
+            yield f"D{order} {boundary} n={n} h={h:.3g}", Derivative(order, n, h=h, boundary=boundary)
+
+
+def stencils(rng: np.random.Generator, sizes: tuple[int, ...], boundaries=BOUNDARIES, *, zero_sum=False):
+    """Random stencils (Gaussian taps), one channel and 1 -> 3 channels."""
+    for index, boundary in enumerate(boundaries):
+        for shape in STENCIL_SHAPES:
+            kernel = rng.standard_normal(shape)
+            if zero_sum:
+                kernel = kernel - kernel.mean(axis=-1, keepdims=True)
+            n = _size(sizes, len(shape) + BOUNDARIES.index(boundary), shape[-1])
+            channels = "1ch" if len(shape) == 1 else f"{shape[1]}->{shape[0]}ch"
+            yield f"stencil k={shape[-1]} {channels} {boundary} n={n}", Stencil(kernel, n, boundary=boundary)
+
+
+def random_fluxes(rng: np.random.Generator) -> tuple[AbstractFlux, ...]:
+    """One flux of each class in `FLUXES`, parameters log-uniform: L in [1/4, 4],
+    eps in [0.05, 2], lambda in [0.1, 10]."""
+    fluxes = []
+    for kind in FLUXES:
+        if kind is Linear:
+            fluxes.append(Linear(10 ** rng.uniform(-0.6, 0.6)))
+        elif kind is TotalVariation:
+            fluxes.append(TotalVariation(10 ** rng.uniform(-1.3, 0.3)))
+        else:
+            fluxes.append(kind(10 ** rng.uniform(-1.0, 1.0)))
+    return tuple(fluxes)
+
+
+def flux_scale(flux: AbstractFlux) -> float:
+    """The size of $s$ at which `flux` is most nonlinear ($\\lambda$, $\\varepsilon$, or 1)."""
+    for name in ("lam", "eps"):
+        if hasattr(flux, name):
+            return float(getattr(flux, name))
+    return 1.0
+
+
+def base_signals(rng: np.random.Generator, count: int, size: int) -> np.ndarray:
+    """`count` signals of unit root mean square, cycling through `SIGNAL_KINDS`; rows
+    of kind "top-singular" hold small noise that `evaluate` adds to the operator's
+    top right-singular vector."""
+    noise = rng.standard_normal((count, size))
+    jumps = rng.random((count, size)) < 0.1
+    kinds = np.stack([
+        noise,
+        (-1.0) ** np.arange(size) * (1 + 0.1 * noise),
+        np.cumsum(noise, axis=1),
+        np.cumsum(np.where(jumps, noise, 0.0), axis=1) + 1e-3 * noise,
+        1e-3 * noise / math.sqrt(size),
+    ])
+    rows = kinds[np.arange(count) % len(SIGNAL_KINDS), np.arange(count)]
+    top = np.arange(count) % len(SIGNAL_KINDS) == len(SIGNAL_KINDS) - 1
+    scale = np.where(top[:, None], 1.0, 1 / np.sqrt(np.mean(rows * rows, axis=1, keepdims=True)))
+    return rows * scale
+
+
+@dataclasses.dataclass(frozen=True)
+class Samples:
+    """Inputs of one `evaluate` call: per flux f and sample b."""
+
+    signals: np.ndarray  # (F, B, size), unit RMS (or noise for top-singular rows)
+    amplitudes: np.ndarray  # (F, B)
+    fractions: np.ndarray  # (F, B), multiplies the step size
+    top: np.ndarray  # (B,), rows built on the top singular vector
+
+
+def draw_samples(rng: np.random.Generator, op: AbstractOperator, fluxes, count: int, *, fraction_one_every: int = 4) -> Samples:
+    """Signals with amplitudes `flux_scale / ||K|| * 10**U(-1.5, 1.5)` (so both the
+    linear and the strongly nonlinear range of each flux are hit) and step fractions
+    in (0.05, 1], exactly 1 for every `fraction_one_every`-th sample."""
+    size = math.prod(op.in_shape)
+    norm = float(op.norm_bound())
+    signals = np.stack([base_signals(rng, count, size) for _ in fluxes])
+    scales = np.array([flux_scale(f) / norm for f in fluxes])[:, None]
+    amplitudes = scales * 10 ** rng.uniform(-1.5, 1.5, (len(fluxes), count))
+    fractions = rng.uniform(0.05, 1.0, (len(fluxes), count))
+    fractions[:, ::fraction_one_every] = 1.0
+    top = np.arange(count) % len(SIGNAL_KINDS) == len(SIGNAL_KINDS) - 1
+    return Samples(signals, amplitudes, fractions, top)
+
+
+class Measurements(eqx.Module):
+    """Per flux and sample (shape `(F, B)`), over `depth` steps from $u^0$:
+
+    - `ratio`: $\\max_k \\|u^{k+1}\\| / \\|u^k\\|$;
+    - `mean_drift`: $\\max_k |\\bar u^k - \\bar u^0| / \\max|u^0|$;
+    - `range_excess`: $\\max_k$ of how far $u^k$ leaves $[\\min u^0, \\max u^0]$ (with 0
+      included for dirichlet boundaries), relative to $\\max|u^0|$;
+    - `decreasing_share`: share of the entries of $K u^k$ where $\\Phi' < 0$;
+    - `lower`: the power-iteration lower bound of $\\|K\\|$ (scalar);
+    - `tau`: the step size used, per flux (shape `(F,)`).
+    """
+
+    ratio: Array
+    mean_drift: Array
+    range_excess: Array
+    decreasing_share: Array
+    lower: Array
+    tau: Array
+
+
+class _SelectedFlux(AbstractFlux):
+    """The flux `fluxes[index]` with a traced `index`: one program serves all flux
+    classes (under `vmap` the switch evaluates every branch and selects)."""
+
+    fluxes: tuple[AbstractFlux, ...]
+    index: Array
+
+    def diffusivity(self, s2):
+        branches = [lambda x, f=f: f.diffusivity(x) for f in self.fluxes]
+        return jax.lax.switch(self.index, branches, s2)
+
+    def sector_bound(self):
+        return jnp.stack([f.sector_bound() for f in self.fluxes])[self.index]
+
+    def derivative_range(self):
+        lows, highs = zip(*(f.derivative_range() for f in self.fluxes))
+        return jnp.stack(lows)[self.index], jnp.stack(highs)[self.index]
+
+
+@eqx.filter_jit
+def evaluate(
+    op: AbstractOperator,
+    fluxes: tuple[AbstractFlux, ...],
+    step_multipliers: Float[Array, " F"],
+    use_lower_norm: Float[Array, " F"],
+    signals: Float[Array, "F B size"],
+    amplitudes: Float[Array, "F B"],
+    fractions: Float[Array, "F B"],
+    top_rows: Float[Array, " B"],
+    key: PRNGKeyArray,
+    depth: int,
+) -> Measurements:
+    """Run `depth` explicit steps for every flux and sample; see `Measurements`.
+
+    The step size for flux f is `multiplier_f * 2 / (L_f * nu^2) * fraction`, with nu the
+    certified upper bound `op.norm_bound()`, or the power-iteration lower bound where
+    `use_lower_norm_f` is 1 (to place tau just above the sharp bound). Callers check the
+    stability hypotheses; blocks here are built with `allow_unstable=True`.
+    """
+    upper = op.norm_bound()
+    lower, vector = power_iteration(op, key, POWER_ITERATIONS, upper.dtype)
+    top = vector.reshape(-1) / jnp.sqrt(jnp.mean(vector**2))
+    count, batch = amplitudes.shape
+    nu = jnp.where(use_lower_norm > 0, lower, upper)
+    sectors = jnp.stack([f.sector_bound() for f in fluxes])
+    taus = step_multipliers * 2 / (sectors * nu**2)
+    rows = jnp.where(top_rows[None, :, None] > 0, top + signals, signals) * amplitudes[..., None]
+    low_floor = 0.0 if getattr(op, "boundary", None) == "dirichlet" else jnp.inf
+
+    def run(index, row, fraction):
+        flux = _SelectedFlux(fluxes, index)
+        block = DiffusionBlock(op, flux, fraction * taus[index], allow_unstable=True)
+        u = row.reshape(op.in_shape)
+
+        def body(v, _):
+            w = block(v)
+            slopes = jax.vmap(jax.grad(flux))(op(w).reshape(-1))
+            return w, (l2_norm(w), jnp.mean(w), jnp.max(w), jnp.min(w), jnp.mean(slopes < 0))
+
+        _, (norms, means, highs, lows, shares) = jax.lax.scan(body, u, length=depth)
+        scale = jnp.max(jnp.abs(u))
+        all_norms = jnp.concatenate([l2_norm(u)[None], norms])
+        # Dirichlet: the boundary value 0 belongs to the range.
+        low, high = jnp.minimum(jnp.min(u), low_floor), jnp.maximum(jnp.max(u), -low_floor)
+        excess = jnp.maximum(jnp.max(highs) - high, low - jnp.min(lows))
+        return (
+            jnp.max(all_norms[1:] / all_norms[:-1]),
+            jnp.max(jnp.abs(means - jnp.mean(u))) / scale,
+            excess / scale,
+            jnp.mean(shares),
+        )
+
+    indices = jnp.repeat(jnp.arange(count), batch)
+    flat = jax.vmap(run)(indices, rows.reshape(count * batch, -1), fractions.reshape(-1))
+    ratio, drift, excess, share = (x.reshape(count, batch) for x in flat)
+    return Measurements(ratio, drift, excess, share, lower, taus)
+
+
+def measure(
+    rng: np.random.Generator,
+    op: AbstractOperator,
+    fluxes: tuple[AbstractFlux, ...],
+    samples: int,
+    depth: int,
+    *,
+    step_multipliers=None,
+    use_lower_norm=None,
+) -> tuple[Measurements, Samples]:
+    """Draw samples for `op` and every flux, and `evaluate` them."""
+    drawn = draw_samples(rng, op, fluxes, samples)
+    count = len(fluxes)
+    multipliers = np.ones(count) if step_multipliers is None else np.asarray(step_multipliers, float)
+    lower_flags = np.zeros(count) if use_lower_norm is None else np.asarray(use_lower_norm, float)
+    key = jax.random.wrap_key_data(rng.integers(2**32, size=2, dtype=np.uint32))
+    result = evaluate(
+        op, fluxes, multipliers, lower_flags, drawn.signals, drawn.amplitudes, drawn.fractions,
+        drawn.top.astype(float), key, depth,
+    )
+    return jax.tree.map(np.asarray, result), drawn
