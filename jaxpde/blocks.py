@@ -29,9 +29,10 @@ def stable_step_size(op: AbstractOperator, flux: AbstractFlux) -> Float[Array, "
     return 2 / (sector * norm**2)
 
 
-def _step_slack(dtype) -> float:
-    """Relative slack when comparing `tau` with the bound: a few units of roundoff."""
-    return 64 * float(np.finfo(dtype).eps)
+def _step_slack(*dtypes) -> float:
+    """Relative slack when comparing `tau` with the bound: a few units of roundoff of
+    the less precise dtype (a bound rounded to float32 may exceed itself by half an ulp)."""
+    return 64 * max(float(np.finfo(dtype).eps) for dtype in dtypes)
 
 
 class DiffusionBlock(eqx.Module):
@@ -68,7 +69,7 @@ class DiffusionBlock(eqx.Module):
         if not allow_unstable:
             bound = stable_step_size(op, flux)
             known_tau, known_bound = concrete_value(tau), concrete_value(bound)
-            slack = 1 + _step_slack(bound.dtype)
+            slack = 1 + _step_slack(tau.dtype, bound.dtype)
             message = (
                 "`tau` exceeds the Euclidean stability bound 2 / (L ||K||^2) = {bound}; "
                 "pass tau <= stable_step_size(op, flux), or allow_unstable=True to "

@@ -148,9 +148,11 @@ class Weickert(AbstractFlux):
 
     def diffusivity(self, s2):
         x = s2 / self.lam.astype(s2.dtype) ** 2
-        positive = x > 0
-        safe_x = jnp.where(positive, x, 1)  # keeps gradients finite at s = 0
-        return jnp.where(positive, -jnp.expm1(-WEICKERT_CONSTANT / safe_x**4), 1)
+        # For C / x^4 >= 50, g = 1 - e^{-50} = 1 to double precision; branching there
+        # keeps values and gradients finite near s = 0 (also in float32).
+        active = x**4 > WEICKERT_CONSTANT / 50
+        safe_x = jnp.where(active, x, 1)
+        return jnp.where(active, -jnp.expm1(-WEICKERT_CONSTANT / safe_x**4), 1)
 
     def sector_bound(self):
         return jnp.ones_like(self.lam)

@@ -86,7 +86,7 @@ def _dense(op: AbstractOperator, dtype) -> Float[Array, "rows cols"]:
     return columns.T
 
 
-def _reverse(kernel: Float[Array, "*c k"]) -> Float[Array, "*c k"]:
+def _reverse(kernel: Float[Array, "*c k"]) -> Float[Array, "*c_swapped k"]:
     """Kernel of the adjoint: reversed taps, input and output channels swapped."""
     if kernel.ndim == 3:
         kernel = jnp.swapaxes(kernel, 0, 1)
@@ -195,7 +195,7 @@ class Stencil(AbstractOperator):
         pad = [(0, 0)] * (u.ndim - 1) + [(0, k - 1)]
         return jnp.pad(rolled, pad, mode="wrap")
 
-    def __call__(self, u: Float[Array, "*channels n"]) -> Float[Array, "*channels rows"]:
+    def __call__(self, u: Float[Array, "*c_in n"]) -> Float[Array, "*c_out rows"]:
         check_signal("u", u, self.in_shape)
         kernel = self.kernel.astype(u.dtype)
         extended = self._extend(u)

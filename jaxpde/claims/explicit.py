@@ -80,6 +80,7 @@ def _check_sharp(key, budget: Budget) -> Evidence:
         measured, _ = sampling.measure(
             rng, op, fluxes, budget.samples, budget.depth,
             step_multipliers=multipliers, use_lower_norm=np.arange(len(fluxes)) == linear,
+            fraction_one_every=1,
         )
         flux = fluxes[linear]
         tau = float(measured.tau[linear])

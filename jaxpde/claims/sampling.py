@@ -54,9 +54,13 @@ def stencils(rng: np.random.Generator, sizes: tuple[int, ...], boundaries=BOUNDA
     """Random stencils (Gaussian taps), one channel and 1 -> 3 channels."""
     for index, boundary in enumerate(boundaries):
         for shape in STENCIL_SHAPES:
-            kernel = rng.standard_normal(shape)
             if zero_sum:
-                kernel = kernel - kernel.mean(axis=-1, keepdims=True)
+                # Dyadic taps, the last one minus the sum of the others: the taps of
+                # each output channel sum to exactly zero in floating point.
+                kernel = rng.integers(-512, 512, shape) / 256
+                kernel[..., -1] = -kernel[..., :-1].sum(axis=-1)
+            else:
+                kernel = rng.standard_normal(shape)
             n = _size(sizes, len(shape) + BOUNDARIES.index(boundary), shape[-1])
             channels = "1ch" if len(shape) == 1 else f"{shape[1]}->{shape[0]}ch"
             yield f"stencil k={shape[-1]} {channels} {boundary} n={n}", Stencil(kernel, n, boundary=boundary)
@@ -194,12 +198,15 @@ def evaluate(
     nu = jnp.where(use_lower_norm > 0, lower, upper)
     sectors = jnp.stack([f.sector_bound() for f in fluxes])
     taus = step_multipliers * 2 / (sectors * nu**2)
-    rows = jnp.where(top_rows[None, :, None] > 0, top + signals, signals) * amplitudes[..., None]
+    rows = jnp.where(top_rows[None, :, None] > 0, top[None, None, :] + signals, signals) * amplitudes[..., None]
     low_floor = 0.0 if getattr(op, "boundary", None) == "dirichlet" else jnp.inf
 
     def run(index, row, fraction):
         flux = _SelectedFlux(fluxes, index)
-        block = DiffusionBlock(op, flux, fraction * taus[index], allow_unstable=True)
+        # Set tau with tree_at: a traced tau in __init__ would add a runtime check
+        # (a host callback), which costs compile time and blocks the compilation cache.
+        placeholder = DiffusionBlock(op, flux, 1.0, allow_unstable=True)
+        block = eqx.tree_at(lambda b: b.tau, placeholder, fraction * taus[index])
         u = row.reshape(op.in_shape)
 
         def body(v, _):
@@ -235,9 +242,10 @@ def measure(
     *,
     step_multipliers=None,
     use_lower_norm=None,
+    fraction_one_every: int = 4,
 ) -> tuple[Measurements, Samples]:
-    """Draw samples for `op` and every flux, and `evaluate` them."""
-    drawn = draw_samples(rng, op, fluxes, samples)
+    """Draw samples for `op` and every flux (see `draw_samples`), and `evaluate` them."""
+    drawn = draw_samples(rng, op, fluxes, samples, fraction_one_every=fraction_one_every)
     count = len(fluxes)
     multipliers = np.ones(count) if step_multipliers is None else np.asarray(step_multipliers, float)
     lower_flags = np.zeros(count) if use_lower_norm is None else np.asarray(use_lower_norm, float)

@@ -38,7 +38,7 @@ def unit_roundoff(dtype) -> float:
     return float(np.finfo(dtype).eps) / 2
 
 
-def gamma(p: float, dtype) -> float:
+def gamma(p: int | float, dtype) -> float:
     """$\\gamma_p = p\\mathbf{u} / (1 - p\\mathbf{u})$."""
     pu = p * unit_roundoff(dtype)
     if pu >= 1:
