@@ -30,7 +30,6 @@ import jaxpde
 from jaxpde import fluxes
 from jaxpde.schemes import ExplicitScheme
 
-
 LAM = 0.1
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
 

@@ -6,14 +6,22 @@ into Neural Architectures", SSVM 2021, arXiv:2103.15419.
 
 import importlib.metadata
 
-from . import fluxes as fluxes, schemes as schemes, verify as verify
-from .blocks import DiffusionBlock as DiffusionBlock, stable_step_size as stable_step_size
+from . import fluxes as fluxes
+from . import schemes as schemes
+from . import verify as verify
+from .blocks import DiffusionBlock as DiffusionBlock
+from .blocks import stable_step_size as stable_step_size
+from .operators import (
+    BOUNDARIES as BOUNDARIES,
+)
 from .operators import (
     AbstractOperator as AbstractOperator,
-    BOUNDARIES as BOUNDARIES,
+)
+from .operators import (
     Derivative as Derivative,
+)
+from .operators import (
     Stencil as Stencil,
 )
-
 
 __version__ = importlib.metadata.version("jaxpde")

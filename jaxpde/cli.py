@@ -37,7 +37,7 @@ def certify(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .claims import CLAIMS, get_claim, QUICK, THOROUGH
+    from .claims import CLAIMS, QUICK, THOROUGH, get_claim
 
     budget = THOROUGH if args.thorough else QUICK
     try:

@@ -21,7 +21,6 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import positive_array
 
-
 # Weickert's constant C_8: makes the flux Phi(s) = s g(s^2) peak at s = lambda.
 WEICKERT_CONSTANT = 3.31488
 

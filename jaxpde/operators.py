@@ -28,7 +28,6 @@ from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import as_float_array, check_int, check_positive_float, check_signal
 
-
 BOUNDARIES = ("neumann", "periodic", "dirichlet")
 
 # Frequencies on which the symbol of a non-periodic stencil is sampled; the gap to

@@ -3,7 +3,6 @@ import os
 import hypothesis
 import jax
 
-
 # Numerics tests run in float64 on purpose; float32 paths are tested explicitly.
 jax.config.update("jax_enable_x64", True)
 # Catch silent broadcasting in stencils.

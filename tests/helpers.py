@@ -11,7 +11,6 @@ import numpy as np
 import jaxpde
 from jaxpde import fluxes
 
-
 # Registries that generic tests parametrize over.
 ALL_BOUNDARIES = jaxpde.BOUNDARIES
 ALL_FLUXES = fluxes.FLUXES

@@ -6,9 +6,17 @@ import numpy as np
 import pytest
 
 import jaxpde
-from jaxpde import Derivative, DiffusionBlock, fluxes, stable_step_size, Stencil
+from jaxpde import Derivative, DiffusionBlock, Stencil, fluxes, stable_step_size
 
-from .helpers import ALL_FLUXES, operators, parameters, signals, spectral_norm_svd, step_fractions, tolerance
+from .helpers import (
+    ALL_FLUXES,
+    operators,
+    parameters,
+    signals,
+    spectral_norm_svd,
+    step_fractions,
+    tolerance,
+)
 
 
 def _l2(u):

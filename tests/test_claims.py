@@ -7,12 +7,10 @@ import pytest
 
 import jaxpde
 import jaxpde.claims
-from jaxpde.claims import Budget, Claim, CLAIMS, Evidence, get_claim
-from jaxpde.claims import sampling
+from jaxpde.claims import CLAIMS, Budget, Claim, Evidence, get_claim, sampling
 from jaxpde.cli import main
 from jaxpde.fluxes import Linear
 from jaxpde.verify.certificate import CaseResult
-
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_BUDGET = Budget(samples=10, depth=2, sizes=(16,), name="test")

@@ -11,7 +11,6 @@ from jaxpde import fluxes
 
 from .helpers import ALL_FLUXES, NONMONOTONE_FLUXES, tolerance
 
-
 # Independent NumPy formulas of g(s^2) for every flux, parameter p (lam, eps or L).
 REFERENCE_DIFFUSIVITY = {
     fluxes.Linear: lambda s, p: np.full_like(s, p),

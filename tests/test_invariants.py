@@ -3,9 +3,18 @@ import hypothesis.strategies as st
 import jax.numpy as jnp
 import numpy as np
 
-from jaxpde import Derivative, DiffusionBlock, fluxes, stable_step_size, Stencil
+from jaxpde import Derivative, DiffusionBlock, Stencil, fluxes, stable_step_size
 
-from .helpers import boundaries, flux_kinds, orders, parameters, signals, sizes, spacings, step_fractions
+from .helpers import (
+    boundaries,
+    flux_kinds,
+    orders,
+    parameters,
+    signals,
+    sizes,
+    spacings,
+    step_fractions,
+)
 
 
 @hypothesis.given(

@@ -9,7 +9,12 @@ import pytest
 
 from jaxpde import Derivative, DiffusionBlock, fluxes, stable_step_size, verify
 from jaxpde.verify.certificate import CaseResult, Certificate
-from jaxpde.verify.tolerance import block_error, gamma, norm_ratio_tolerance, unit_roundoff
+from jaxpde.verify.tolerance import (
+    block_error,
+    gamma,
+    norm_ratio_tolerance,
+    unit_roundoff,
+)
 
 from .helpers import operators, spectral_norm_svd
 

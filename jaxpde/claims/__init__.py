@@ -10,8 +10,11 @@ from .explicit import (
 )
 from .invariants import MASS_CONSERVATION, MAX_MIN_PRINCIPLE
 from .operators import DERIVATIVE_NORM
-from .registry import Budget as Budget, Claim as Claim, Evidence as Evidence, QUICK as QUICK, THOROUGH as THOROUGH
-
+from .registry import QUICK as QUICK
+from .registry import THOROUGH as THOROUGH
+from .registry import Budget as Budget
+from .registry import Claim as Claim
+from .registry import Evidence as Evidence
 
 CLAIMS: tuple[Claim, ...] = (
     DERIVATIVE_NORM,

@@ -3,13 +3,12 @@
 import numpy as np
 
 from ..blocks import DiffusionBlock, stable_step_size
-from ..fluxes import ExponentialPeronaMalik, FLUXES, Linear, PeronaMalik, Weickert
+from ..fluxes import FLUXES, ExponentialPeronaMalik, Linear, PeronaMalik, Weickert
 from ..operators import BOUNDARIES
 from ..verify.certificate import CaseResult
 from ..verify.tolerance import norm_ratio_tolerance
 from . import sampling
 from .registry import Budget, Claim, Evidence
-
 
 NONMONOTONE_FLUXES = (PeronaMalik, ExponentialPeronaMalik, Weickert)
 SHARPNESS_FACTOR = 1.01

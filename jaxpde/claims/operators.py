@@ -7,7 +7,7 @@ import numpy as np
 from ..operators import BOUNDARIES, Derivative
 from ..verify.certificate import CaseResult
 from .registry import Budget, Claim, Evidence
-from .sampling import numpy_rng, ORDERS
+from .sampling import ORDERS, numpy_rng
 
 
 def reference_matrix(order: int, n: int, h: float, boundary: str) -> np.ndarray:

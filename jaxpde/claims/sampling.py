@@ -19,11 +19,10 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..blocks import DiffusionBlock
-from ..fluxes import AbstractFlux, FLUXES, Linear, TotalVariation
-from ..operators import AbstractOperator, BOUNDARIES, Derivative, Stencil
+from ..fluxes import FLUXES, AbstractFlux, Linear, TotalVariation
+from ..operators import BOUNDARIES, AbstractOperator, Derivative, Stencil
 from ..verify.energy import l2_norm
 from ..verify.spectral import power_iteration
-
 
 ORDERS = (1, 2, 3)
 SIGNAL_KINDS = ("gaussian", "alternating", "random-walk", "piecewise-constant", "top-singular")

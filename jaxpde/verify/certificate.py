@@ -4,7 +4,6 @@ import dataclasses
 import math
 from typing import Literal
 
-
 Status = Literal["certified", "violated", "error"]
 
 

@@ -21,7 +21,6 @@ import numpy as np
 
 from ..blocks import DiffusionBlock
 
-
 FLUX_EVALUATION_ROUNDOFFS = 32
 
 
