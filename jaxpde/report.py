@@ -54,9 +54,9 @@ def norm_decay_figure(path: pathlib.Path | str, **kwargs) -> None:
     figure, axis = plt.subplots(figsize=(7, 4.2), layout="constrained")
     for name, values in curves.items():
         style = "--" if "1.01" in name else "-"
-        axis.semilogy(values, style, label=name)
+        axis.plot(values, style, label=name)
     axis.axhline(1.0, color="grey", linewidth=0.8)
-    axis.set_ylim(top=max(2.0, 1.2 * min(float(np.max(v)) for v in curves.values())))
+    axis.set_ylim(0.95 * min(float(np.min(v)) for v in curves.values()), 2.0)
     axis.set_xlabel("step k")
     axis.set_ylabel("||u^k|| / ||u^0||")
     axis.set_title("Euclidean norm under the explicit scheme at tau = 2 / (L ||K||^2)")

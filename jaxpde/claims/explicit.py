@@ -27,7 +27,7 @@ def _stability_evidence(key, budget: Budget, flux_kinds, decreasing_branch: bool
     cases, tolerances, shares = [], [], []
     for op_name, op in operators(rng, budget):
         fluxes = sampling.random_fluxes(rng)
-        measured, _ = sampling.measure(rng, op, fluxes, budget.samples, budget.depth)
+        measured = sampling.measure(rng, op, fluxes, budget.samples, budget.depth)
         for index, flux in enumerate(fluxes):
             if type(flux) not in flux_kinds:
                 continue
@@ -76,7 +76,7 @@ def _check_sharp(key, budget: Budget) -> Evidence:
         linear = [type(f) for f in fluxes].index(Linear)
         # tau = 1.01 x 2 / (L lower^2) >= 1.01 x the sharp bound, as lower <= ||K||.
         multipliers = np.where(np.arange(len(fluxes)) == linear, SHARPNESS_FACTOR, 1.0)
-        measured, _ = sampling.measure(
+        measured = sampling.measure(
             rng, op, fluxes, budget.samples, budget.depth,
             step_multipliers=multipliers, use_lower_norm=np.arange(len(fluxes)) == linear,
             fraction_one_every=1,

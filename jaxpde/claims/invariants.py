@@ -39,7 +39,7 @@ def _check_mass(key, budget: Budget) -> Evidence:
         taps = np.asarray(kernel).reshape(-1, np.shape(kernel)[-1])
         kernel_sums.append(max(abs(math.fsum(row)) for row in taps))
         fluxes = sampling.random_fluxes(rng)
-        measured, _ = sampling.measure(rng, op, fluxes, budget.samples, budget.depth)
+        measured = sampling.measure(rng, op, fluxes, budget.samples, budget.depth)
         new_cases, new_tolerances = _cases(op_name, op, fluxes, measured, measured.mean_drift, mean_tolerance, budget)
         cases += new_cases
         tolerances += new_tolerances
@@ -62,7 +62,7 @@ def _check_max_min(key, budget: Budget) -> Evidence:
         h = float(op.h)
         # tau = multiplier * 2 / (L * norm_bound^2) = h^2 / (2 L).
         multiplier = float(op.norm_bound()) ** 2 * h**2 / 4
-        measured, _ = sampling.measure(
+        measured = sampling.measure(
             rng, op, fluxes, budget.samples, budget.depth, step_multipliers=[multiplier] * len(fluxes)
         )
         step_ratios += [float(t) * 2 * float(f.sector_bound()) / h**2 for t, f in zip(measured.tau, fluxes)]

@@ -242,7 +242,7 @@ def measure(
     step_multipliers=None,
     use_lower_norm=None,
     fraction_one_every: int = 4,
-) -> tuple[Measurements, Samples]:
+) -> Measurements:
     """Draw samples for `op` and every flux (see `draw_samples`), and `evaluate` them."""
     drawn = draw_samples(rng, op, fluxes, samples, fraction_one_every=fraction_one_every)
     count = len(fluxes)
@@ -253,4 +253,4 @@ def measure(
         op, fluxes, multipliers, lower_flags, drawn.signals, drawn.amplitudes, drawn.fractions,
         drawn.top.astype(float), key, depth,
     )
-    return jax.tree.map(np.asarray, result), drawn
+    return jax.tree.map(np.asarray, result)
