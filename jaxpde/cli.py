@@ -37,7 +37,7 @@ def certify(args: argparse.Namespace) -> int:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .claims import CLAIMS, QUICK, THOROUGH, get_claim
+    from .claims import CLAIMS, QUICK, THOROUGH, get_claim, sampling
 
     budget = THOROUGH if args.thorough else QUICK
     try:
@@ -52,6 +52,10 @@ def certify(args: argparse.Namespace) -> int:
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
         TimeElapsedColumn(), console=progress_console, transient=True,
     ) as progress:
+        if not args.claim:  # the full registry: compile its programs in parallel first
+            compiling = progress.add_task("compiling", total=None)
+            sampling.warm_up(budget.samples, budget.depth, budget.sizes)
+            progress.remove_task(compiling)
         task = progress.add_task(f"certifying ({budget.name})", total=len(claims))
         for index, claim in enumerate(claims):
             progress.update(task, description=f"{claim.id}")

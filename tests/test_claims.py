@@ -96,6 +96,11 @@ def test_cli_exit_code_is_nonzero_when_a_claim_fails(capsys, monkeypatch):
     monkeypatch.setenv("JAXPDE_CACHE_DIR", "")
     planted = Claim("planted", "a false claim", _unstable_run)
     monkeypatch.setattr(jaxpde.claims, "CLAIMS", (planted,))
-    assert main(["certify"]) == 1
+    assert main(["certify", "--claim", "planted"]) == 1
     assert "violated" in capsys.readouterr().out
     assert main(["certify", "--claim", "nope"]) == 2
+
+
+def test_warm_up_compiles_every_operator_shape_once():
+    count = sampling.warm_up(TEST_BUDGET.samples, TEST_BUDGET.depth, TEST_BUDGET.sizes, workers=2)
+    assert count == len(sampling.operator_cases(np.random.default_rng(1), TEST_BUDGET.sizes))

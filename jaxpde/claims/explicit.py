@@ -4,7 +4,6 @@ import numpy as np
 
 from ..blocks import DiffusionBlock, stable_step_size
 from ..fluxes import FLUXES, ExponentialPeronaMalik, Linear, PeronaMalik, Weickert
-from ..operators import BOUNDARIES
 from ..verify.certificate import CaseResult
 from ..verify.tolerance import norm_ratio_tolerance
 from . import sampling
@@ -14,18 +13,10 @@ NONMONOTONE_FLUXES = (PeronaMalik, ExponentialPeronaMalik, Weickert)
 SHARPNESS_FACTOR = 1.01
 
 
-def operators(rng: np.random.Generator, budget: Budget, boundaries=BOUNDARIES, *, zero_sum=False):
-    """Derivatives of orders 1-3 and random stencils (one and several channels)."""
-    return [
-        *sampling.derivatives(rng, budget.sizes, boundaries),
-        *sampling.stencils(rng, budget.sizes, boundaries, zero_sum=zero_sum),
-    ]
-
-
 def _stability_evidence(key, budget: Budget, flux_kinds, decreasing_branch: bool) -> Evidence:
     rng = sampling.numpy_rng(key)
     cases, tolerances, shares = [], [], []
-    for op_name, op in operators(rng, budget):
+    for op_name, op in sampling.operator_cases(rng, budget.sizes):
         fluxes = sampling.random_fluxes(rng)
         measured = sampling.measure(rng, op, fluxes, budget.samples, budget.depth)
         for index, flux in enumerate(fluxes):
@@ -71,7 +62,7 @@ def _check_nonmonotone(key, budget: Budget) -> Evidence:
 def _check_sharp(key, budget: Budget) -> Evidence:
     rng = sampling.numpy_rng(key)
     cases, tolerances, overshoots, gaps = [], [], [], []
-    for op_name, op in operators(rng, budget):
+    for op_name, op in sampling.operator_cases(rng, budget.sizes):
         fluxes = sampling.random_fluxes(rng)
         linear = [type(f) for f in fluxes].index(Linear)
         # tau = 1.01 x 2 / (L lower^2) >= 1.01 x the sharp bound, as lower <= ||K||.

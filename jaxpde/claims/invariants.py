@@ -9,7 +9,6 @@ from ..operators import Derivative
 from ..verify.certificate import CaseResult
 from ..verify.tolerance import entrywise_tolerance, mean_tolerance
 from . import sampling
-from .explicit import operators
 from .registry import Budget, Claim, Evidence
 
 CONSERVATIVE_BOUNDARIES = ("neumann", "periodic")
@@ -32,7 +31,7 @@ def _cases(op_name, op, fluxes, measured, values, tolerance_of, budget: Budget):
 def _check_mass(key, budget: Budget) -> Evidence:
     rng = sampling.numpy_rng(key)
     cases, tolerances, kernel_sums = [], [], []
-    for op_name, op in operators(rng, budget, CONSERVATIVE_BOUNDARIES, zero_sum=True):
+    for op_name, op in sampling.operator_cases(rng, budget.sizes, CONSERVATIVE_BOUNDARIES, zero_sum=True):
         kernel = op.stencil.kernel if isinstance(op, Derivative) else op.kernel
         # Hypothesis: K annihilates constants (each output channel's taps sum to zero).
         # math.fsum is exactly rounded: it returns 0 iff the taps sum to 0 exactly.
