@@ -4,7 +4,6 @@ import math
 
 import hypothesis.extra.numpy as hnp
 import hypothesis.strategies as st
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -23,15 +22,6 @@ def tolerance(dtype) -> dict[str, float]:
     if np.dtype(dtype) == np.float64:
         return {"rtol": 1e-12, "atol": 1e-12}
     return {"rtol": 2e-5, "atol": 2e-5}
-
-
-def tree_allclose(x, y, dtype=np.float64) -> bool:
-    """Leafwise `allclose` of two pytrees with the dtype's tolerances."""
-    leaves_x, tree_x = jax.tree.flatten(x)
-    leaves_y, tree_y = jax.tree.flatten(y)
-    if tree_x != tree_y:
-        return False
-    return all(np.allclose(a, b, **tolerance(dtype)) for a, b in zip(leaves_x, leaves_y))
 
 
 def stencil_matrix(kernel, n: int, boundary: str, offset: int = 0) -> np.ndarray:

@@ -13,6 +13,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_int
 from ..operators import AbstractOperator
+from .energy import l2_norm
 
 
 class SpectralNormBounds(eqx.Module):
@@ -29,27 +30,23 @@ class SpectralNormBounds(eqx.Module):
         return (self.upper - self.lower) / self.upper
 
 
-def _safe_norm(x: Array) -> Array:
-    return jnp.sqrt(jnp.sum(x * x))
-
-
 @eqx.filter_jit
 def power_iteration(
     op: AbstractOperator, key: PRNGKeyArray, iterations: int, dtype
 ) -> tuple[Float[Array, ""], Float[Array, "*shape"]]:
     """The best lower bound $\\|Kx\\|/\\|x\\|$ over `iterations` power iterates."""
     x = jax.random.normal(key, op.in_shape, dtype)
-    x = x / _safe_norm(x)
+    x = x / l2_norm(x)
 
     def body(carry, _):
         x, best, best_x = carry
         y = op(x)
-        value = _safe_norm(y)
+        value = l2_norm(y)
         better = value > best
         best = jnp.where(better, value, best)
         best_x = jnp.where(better, x, best_x)
         z = op.T(y)
-        x = z / jnp.maximum(_safe_norm(z), jnp.finfo(dtype).tiny)
+        x = z / jnp.maximum(l2_norm(z), jnp.finfo(dtype).tiny)
         return (x, best, best_x), None
 
     start = (x, jnp.zeros((), dtype), x)
