@@ -18,13 +18,13 @@ Usage: `python benchmarks/explicit.py [--quick] [--repeats R]`.
 import argparse
 import json
 import pathlib
-import platform
 import statistics
 import timeit
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from common import machine
 
 import jaxpde
 from jaxpde import fluxes
@@ -111,27 +111,14 @@ def bench_case(shape: tuple[int, ...], repeats: int) -> dict:
     }
 
 
-def device_name() -> str:
-    device = jax.devices()[0]
-    return device.platform if device.platform == "cpu" else device.device_kind.replace(" ", "-")
-
-
-def processor() -> str:
-    try:
-        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def markdown(results: list[dict], meta: dict) -> str:
     lines = [
         "# Explicit Perona-Malik rollout: jaxpde vs NumPy vs the copy floor",
         "",
-        f"Device: {meta['device']} ({meta['processor']}, {meta['cpu_count']} cores); jax {meta['jax']}, "
-        f"numpy {meta['numpy']}; float32; D_1 neumann, Perona-Malik (lambda = {LAM}), tau = stable step size.",
+        (
+            f"Device: {meta['device']} ({meta['processor']}, {meta['cpu_count']} cores); jax {meta['jax']}, "
+            f"numpy {meta['numpy']}; float32; D_1 neumann, Perona-Malik (lambda = {LAM}), tau = stable step size."
+        ),
         "Medians of repeated timings after compilation; every timing blocks until ready.",
         "Floor: 8 bytes per point per step at the best measured copy bandwidth (np.copyto or a jitted streaming update).",
         "",
@@ -152,6 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="n = 2^10, 2^14 and a small batch only")
     parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--out", type=pathlib.Path, default=RESULTS, help="directory of the results table")
     args = parser.parse_args()
     exponents = (10, 14) if args.quick else (10, 12, 14, 16, 18, 20, 22)
     shapes = [(2**e,) for e in exponents] + [(64, 256) if args.quick else (1024, 256)]
@@ -160,25 +148,19 @@ def main() -> None:
         result = bench_case(shape, args.repeats)
         results.append(result)
         print(
-            f"{str(shape):>14}: jaxpde {result['jaxpde_s_per_step'] * 1e9:12,.0f} ns/step, "
+            f"{shape!s:>14}: jaxpde {result['jaxpde_s_per_step'] * 1e9:12,.0f} ns/step, "
             f"{result['speedup_vs_numpy']:6.1f}x NumPy, {result['fraction_of_copy_floor']:.2f} of copy floor",
             flush=True,
         )
-    import os
-
     meta = {
-        "device": device_name(),
-        "processor": processor(),
-        "cpu_count": os.cpu_count(),
-        "jax": jax.__version__,
-        "numpy": np.__version__,
+        **machine(),
         "quick": args.quick,
     }
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    args.out.mkdir(parents=True, exist_ok=True)
     stem = f"explicit-{meta['device']}" + ("-quick" if args.quick else "")
-    (RESULTS / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
-    (RESULTS / f"{stem}.md").write_text(markdown(results, meta))
-    print(f"wrote {RESULTS / stem}.md")
+    (args.out / f"{stem}.json").write_text(json.dumps({"meta": meta, "results": results}, indent=2))
+    (args.out / f"{stem}.md").write_text(markdown(results, meta))
+    print(f"wrote {args.out / stem}.md")
 
 
 if __name__ == "__main__":

@@ -24,4 +24,7 @@ from .operators import (
     Stencil as Stencil,
 )
 
-__version__ = importlib.metadata.version("jaxpde")
+try:
+    __version__ = importlib.metadata.version("jaxpde")
+except importlib.metadata.PackageNotFoundError:  # run from a source tree (PYTHONPATH)
+    __version__ = "0+source"

@@ -30,14 +30,87 @@ def _parser() -> argparse.ArgumentParser:
     certify.add_argument("--out", type=pathlib.Path, help="write report.json, report.md and norm_decay.png here")
     certify.add_argument("--seed", type=int, default=0, help="PRNG seed of the sampled inputs (default 0)")
     certify.add_argument("--claim", action="append", metavar="ID", help="check only this claim (repeatable)")
+    target = certify.add_argument_group("your own block (instead of the claims)")
+    target.add_argument(
+        "--target", metavar="MODULE:NAME",
+        help="certify or refute a callable u -> u' (a DiffusionBlock, a network, any function)",
+    )
+    target.add_argument("--n", type=int, help="input length for --target (default: the block's own)")
+    target.add_argument("--restarts", type=int, default=256, help="falsifier restarts for --target (default 256)")
+    target.add_argument("--steps", type=int, default=100, help="Adam steps per restart for --target (default 100)")
+    target.add_argument(
+        "--radii", type=float, nargs=2, default=(1e-2, 1e2), metavar=("LOW", "HIGH"),
+        help="input norms for --target, log-uniform (default 0.01 100)",
+    )
     return parser
 
 
+def _load_target(spec: str):
+    """Import `package.module:attribute` (dots after the colon walk attributes)."""
+    import importlib
+
+    module_name, sep, attribute = spec.partition(":")
+    if not sep or not module_name or not attribute:
+        raise ValueError(f"`--target` must look like package.module:callable, got {spec!r}.")
+    obj = importlib.import_module(module_name)
+    for part in attribute.split("."):
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise TypeError(f"`--target` {spec!r} is a {type(obj).__name__}, not a callable u -> u'.")
+    return obj
+
+
+def certify_target(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from .verify.target import certify_callable
+
+    sys.path.insert(0, os.getcwd())  # targets in the current directory, like `python -m`
+    try:
+        f = _load_target(args.target)
+        own_shape = getattr(getattr(f, "op", None), "in_shape", None)
+        if args.n is None and own_shape is None:
+            raise ValueError("`--n` is required: the target does not say its input length.")
+        in_shape = (args.n,) if args.n is not None else own_shape
+        report = certify_callable(
+            f, in_shape, jax.random.key(args.seed), name=args.target, restarts=args.restarts,
+            steps=args.steps, radii=tuple(args.radii),
+        )
+    except (ValueError, TypeError, ImportError, AttributeError) as error:
+        print(f"jaxpde certify --target: {error}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(report.to_json(), indent=2))
+    else:
+        console = Console() if Console().is_terminal else Console(width=120)
+        colour = {"certified": "green", "violated": "red"}.get(report.status, "yellow")
+        console.print(f"[bold]{report.name}[/]: [{colour}]{report.status}[/]")
+        console.print(
+            f"  Euclidean gain (largest found): {report.gain:.12g}"
+            + (f"  (certified <= {report.certified_gain_bound:g})" if report.certified_gain_bound is not None else "")
+        )
+        lipschitz = max(report.lipschitz, report.local_lipschitz)
+        console.print(
+            f"  Lipschitz constant (largest found): {lipschitz:.12g}"
+            + (f"  (certified <= {report.certified_lipschitz_bound:.6g})" if report.certified_lipschitz_bound is not None else "")
+        )
+        console.print(f"  tolerance {report.tolerance:.3g}; {report.restarts} restarts x {report.steps} steps")
+        for name, value in report.hypotheses.items():
+            console.print(f"  {name}: {value}")
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "target.json").write_text(json.dumps(report.to_json(), indent=2))
+        (args.out / "target.md").write_text(report.markdown())
+    return 1 if report.status == "violated" else 0
+
+
 def certify(args: argparse.Namespace) -> int:
+    if args.target is not None:
+        return certify_target(args)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from .claims import CLAIMS, QUICK, THOROUGH, get_claim, sampling
+    from .claims import CLAIMS, QUICK, THOROUGH, check_all, get_claim, warm_up
 
     budget = THOROUGH if args.thorough else QUICK
     try:
@@ -46,7 +119,6 @@ def certify(args: argparse.Namespace) -> int:
         print(f"jaxpde certify: {error.args[0]}", file=sys.stderr)
         return 2
     progress_console = Console(stderr=True)
-    certificates = []
     start = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -54,14 +126,13 @@ def certify(args: argparse.Namespace) -> int:
     ) as progress:
         if not args.claim:  # the full registry: compile its programs in parallel first
             compiling = progress.add_task("compiling", total=None)
-            sampling.warm_up(budget.samples, budget.depth, budget.sizes)
+            warm_up(budget)
             progress.remove_task(compiling)
         task = progress.add_task(f"certifying ({budget.name})", total=len(claims))
-        for index, claim in enumerate(claims):
-            progress.update(task, description=f"{claim.id}")
-            key = jax.random.fold_in(jax.random.key(args.seed), index)
-            certificates.append(claim.check(key, budget))
-            progress.advance(task)
+        certificates = check_all(
+            claims, jax.random.key(args.seed), budget,
+            on_done=lambda certificate: progress.update(task, advance=1, description=certificate.claim_id),
+        )
     elapsed = time.perf_counter() - start
 
     if args.json:
@@ -80,13 +151,14 @@ def _print_table(console, certificates, budget_name: str, elapsed: float) -> Non
     from rich.table import Table
 
     table = Table(title=f"jaxpde certify ({budget_name}, float64)")
-    for column in ("claim", "status", "samples", "worst", "", "bound", "tolerance", "seconds"):
+    for column in ("claim", "status", "samples", "worst", "", "bound", "tolerance", "falsifier", "seconds"):
         table.add_column(column, justify="left" if column in ("claim", "status") else "right", no_wrap=True)
     colours = {"certified": "green", "violated": "red", "error": "red"}
     for c in certificates:
         table.add_row(
             c.claim_id, f"[{colours[c.status]}]{c.status}[/]", str(c.samples), f"{c.worst:.12g}",
-            c.relation, f"{c.bound:.6g}", f"{c.tolerance:.2g}", f"{c.seconds:.2f}",
+            c.relation, f"{c.bound:.6g}", f"{c.tolerance:.2g}",
+            "n/a" if c.falsifier is None else f"{c.falsifier.worst:.6g}", f"{c.seconds:.2f}",
         )
     console.print(table)
     for c in certificates:

@@ -7,6 +7,10 @@ Each flux knows two different constants:
 - the range $[a, b]$ of $\Phi'$ and the Lipschitz constant $\max(|a|, |b|)$, which
   governs non-expansiveness and the descent of the energy $\sum \Psi(Ku)$.
 
+Each flux also knows its potential (energy density) $\Psi(s) = \int_0^s \Phi(t)\,dt$,
+in closed form for the fluxes here, so that the explicit step is gradient descent on
+$E(u) = \sum_i \Psi((Ku)_i)$ (see `jaxpde.verify.flux_energy`).
+
 $\Phi$ is monotone iff $a \ge 0$. Perona-Malik, its exponential variant and Weickert's
 flux are not monotone, yet sector-bounded. Reference: arXiv:2103.15419, Section 2.
 """
@@ -17,12 +21,27 @@ import math
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._checks import positive_array
 
 # Weickert's constant C_8: makes the flux Phi(s) = s g(s^2) peak at s = lambda.
 WEICKERT_CONSTANT = 3.31488
+# Psi(s) -> WEICKERT_POTENTIAL_LIMIT * lam^2 as |s| -> oo: C^(1/4) Gamma(3/4) / 2.
+WEICKERT_POTENTIAL_LIMIT = WEICKERT_CONSTANT**0.25 * math.gamma(0.75) / 2
+# The default (quadrature) potential of a user flux: Gauss-Legendre with this many nodes
+# on each of this many dyadic panels [0, 2^-(P-1)], ..., [1/4, 1/2], [1/2, 1] of [0, 1].
+POTENTIAL_QUADRATURE_NODES = 12
+POTENTIAL_QUADRATURE_PANELS = 16
+
+
+def _dyadic_gauss_legendre() -> tuple[np.ndarray, np.ndarray]:
+    """Nodes and weights of the composite Gauss-Legendre rule on dyadic panels of $[0, 1]$."""
+    x, w = np.polynomial.legendre.leggauss(POTENTIAL_QUADRATURE_NODES)
+    edges = np.concatenate([[0.0], 2.0 ** -np.arange(POTENTIAL_QUADRATURE_PANELS - 1, -1, -1)])
+    low, high = edges[:-1, None], edges[1:, None]
+    return ((high - low) * (x + 1) / 2 + low).ravel(), ((high - low) * w / 2).ravel()
 
 
 class AbstractFlux(eqx.Module):
@@ -42,6 +61,39 @@ class AbstractFlux(eqx.Module):
 
     def __call__(self, s: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         return self.diffusivity(s * s) * s
+
+    def potential(self, s: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        r"""The potential (energy density) $\Psi$ with $\Psi' = \Phi$, $\Psi(0) = 0$:
+
+        $$\Psi(s) = \int_0^s \Phi(t)\,dt = s^2 \int_0^1 t\, g(t^2 s^2)\,dt \ge 0.$$
+
+        $E(u) = \sum_i \Psi((Ku)_i)$ has the gradient $K^\top \Phi(Ku)$, so the explicit
+        step $u - \tau K^\top\Phi(Ku)$ is a gradient step on $E$. The fluxes of this
+        module override this method with closed forms. This default, for user fluxes,
+        is a quadrature of the integral over $t \in [0, 1]$: Gauss-Legendre with
+        `POTENTIAL_QUADRATURE_NODES` nodes on each of `POTENTIAL_QUADRATURE_PANELS` dyadic
+        panels $[0, 2^{-15}], \dots, [\frac14, \frac12], [\frac12, 1]$, so that a change of $g$
+        at any scale between $|s|/2^{15}$ and $|s|$ is resolved (on the fluxes of this
+        module: relative error below $10^{-14}$, and $4 \cdot 10^{-7}$ for Weickert's steep
+        $g$). It is an approximation, and its derivative is the quadrature of $\Phi$,
+        not `self(s)` exactly: override it with a closed form where one is known.
+
+        **Arguments:**
+
+        - `s`: values $s$ (any shape), e.g. $Ku$.
+
+        **Returns:**
+
+        $\Psi(s)$, elementwise, of the shape and dtype of `s`.
+
+        Reference: arXiv:2103.15419, Section 2 (the energy of the diffusion flux).
+        """
+        nodes, weights = _dyadic_gauss_legendre()
+        shape = (1,) * s.ndim + (nodes.size,)
+        t = jnp.asarray(nodes.reshape(shape), s.dtype)
+        w = jnp.asarray(weights.reshape(shape), s.dtype)
+        s2 = s * s
+        return s2 * jnp.sum(w * t * self.diffusivity(t * t * s2[..., None]), axis=-1)
 
     def lipschitz(self) -> Float[Array, ""]:
         """$\\mathrm{Lip}(\\Phi) = \\sup_s |\\Phi'(s)| = \\max(|a|, |b|)$."""
@@ -69,6 +121,10 @@ class Linear(AbstractFlux):
     def diffusivity(self, s2):
         return jnp.broadcast_to(self.L.astype(s2.dtype), s2.shape)
 
+    def potential(self, s):
+        r"""$\Psi(s) = L s^2 / 2$."""
+        return self.L.astype(s.dtype) * (s * s) / 2
+
     def sector_bound(self):
         return self.L
 
@@ -86,6 +142,20 @@ class PeronaMalik(AbstractFlux):
 
     def diffusivity(self, s2):
         return 1 / (1 + s2 / self.lam.astype(s2.dtype) ** 2)
+
+    def potential(self, s):
+        r"""$\Psi(s) = (\lambda^2/2)\log(1 + s^2/\lambda^2)$.
+
+        Evaluated as `log1p` for $|s| \le \lambda$ and as $2\log y + \log(1 + y^{-2})$,
+        $y = |s|/\lambda$, above (no overflow of $s^2$ for large $|s|$).
+        """
+        lam = self.lam.astype(s.dtype)
+        y = jnp.abs(s) / lam
+        large = y > 1
+        y_small = jnp.where(large, 1, y)
+        y_large = jnp.where(large, y, 2)
+        value = jnp.where(large, 2 * jnp.log(y_large) + jnp.log1p(1 / (y_large * y_large)), jnp.log1p(y_small * y_small))
+        return lam * lam / 2 * value
 
     def sector_bound(self):
         return jnp.ones_like(self.lam)
@@ -106,6 +176,19 @@ class ExponentialPeronaMalik(AbstractFlux):
     def diffusivity(self, s2):
         return jnp.exp(-s2 / self.lam.astype(s2.dtype) ** 2)
 
+    def potential(self, s):
+        r"""$\Psi(s) = (\lambda^2/2)(1 - e^{-s^2/\lambda^2})$.
+
+        `-expm1(-x)` for $x = s^2/\lambda^2 \le 1$, `1 - exp(-x)` above: the derivative
+        of `expm1` is evaluated as `expm1 + 1`, which would cancel for large $x$.
+        """
+        lam = self.lam.astype(s.dtype)
+        y = s / lam
+        x = y * y
+        small = x <= 1
+        x_small = jnp.where(small, x, 0)
+        return lam * lam / 2 * jnp.where(small, -jnp.expm1(-x_small), 1 - jnp.exp(-x))
+
     def sector_bound(self):
         return jnp.ones_like(self.lam)
 
@@ -124,6 +207,11 @@ class Charbonnier(AbstractFlux):
 
     def diffusivity(self, s2):
         return jax.lax.rsqrt(1 + s2 / self.lam.astype(s2.dtype) ** 2)
+
+    def potential(self, s):
+        r"""$\Psi(s) = \lambda^2(\sqrt{1 + s^2/\lambda^2} - 1) = \lambda(\sqrt{s^2 + \lambda^2} - \lambda)$."""
+        lam = self.lam.astype(s.dtype)
+        return lam * _hypot_minus(s, lam)
 
     def sector_bound(self):
         return jnp.ones_like(self.lam)
@@ -156,6 +244,35 @@ class Weickert(AbstractFlux):
     def sector_bound(self):
         return jnp.ones_like(self.lam)
 
+    def potential(self, s):
+        r"""$\Psi(s) = \frac{s^2}{2} - \frac{a^{1/4}}{8}\,\Gamma\big(-\tfrac14, \frac{a}{s^8}\big)$, $a = C\lambda^8$.
+
+        With $z = C(\lambda/s)^8$ and $\Gamma(-\frac14, z) = 4(z^{-1/4}e^{-z} - \Gamma(\frac34, z))$
+        this is the sum of two nonnegative terms,
+        $$\Psi(s) = \frac{s^2}{2}(1 - e^{-z}) + \frac{C^{1/4}\Gamma(3/4)}{2}\lambda^2 Q(\tfrac34, z),$$
+        $Q$ the regularised upper incomplete gamma function (`_gammaincc_three_quarters`,
+        equal to `jax.scipy.special.gammaincc(0.75, z)` to a few ulps but compiled
+        several times faster). Branches:
+        $\Psi = s^2/2$ where $z \ge 50$ (as in `diffusivity`; the rest is below
+        $10^{-21}$ relative), and $\Psi = \lambda^2(C^{1/4}\Gamma(3/4)/2 - C r^6/6)$,
+        $r = \lambda/s$, where $z$ is below the machine epsilon (the first terms of the
+        expansions of $Q$ and $1 - e^{-z}$; no $0 \cdot \infty$ in the gradient).
+        $\Psi$ increases to $C^{1/4}\Gamma(3/4)\lambda^2/2 \approx 0.827\lambda^2$.
+        """
+        lam = self.lam.astype(s.dtype)
+        x = (s / lam) ** 2
+        active = x**4 > WEICKERT_CONSTANT / 50
+        r = lam / jnp.where(active, s, lam)
+        r2 = r * r
+        r6 = r2 * r2 * r2
+        z = WEICKERT_CONSTANT * r6 * r2
+        tail = z < jnp.finfo(s.dtype).eps
+        safe_z = jnp.where(tail, 1, z)
+        exprel = -jnp.expm1(-safe_z) / safe_z  # (1 - e^{-z}) / z
+        middle = WEICKERT_CONSTANT / 2 * r6 * exprel + WEICKERT_POTENTIAL_LIMIT * _gammaincc_three_quarters(safe_z)
+        far = WEICKERT_POTENTIAL_LIMIT - WEICKERT_CONSTANT / 6 * r6
+        return jnp.where(active, lam * lam * jnp.where(tail, far, middle), s * s / 2)
+
     def derivative_range(self):
         return jnp.full_like(self.lam, 1 - 8 * math.exp(-7 / 8)), jnp.ones_like(self.lam)
 
@@ -174,11 +291,80 @@ class TotalVariation(AbstractFlux):
     def diffusivity(self, s2):
         return jax.lax.rsqrt(s2 + self.eps.astype(s2.dtype) ** 2)
 
+    def potential(self, s):
+        r"""$\Psi(s) = \sqrt{s^2 + \varepsilon^2} - \varepsilon$."""
+        return _hypot_minus(s, self.eps.astype(s.dtype))
+
     def sector_bound(self):
         return 1 / self.eps
 
     def derivative_range(self):
         return jnp.zeros_like(self.eps), 1 / self.eps
+
+
+_Q_ORDER = 0.75
+_Q_SERIES_TERMS = 30
+_Q_FRACTION_TERMS = 50
+
+
+@jax.custom_jvp
+def _gammaincc_three_quarters(z: Array) -> Array:
+    r"""$Q(\frac34, z) = \Gamma(\frac34, z)/\Gamma(\frac34)$ for $z > 0$, with fixed iteration counts.
+
+    The series $P = z^a e^{-z}/\Gamma(a+1)\sum_n z^n/((a+1)\cdots(a+n))$, $Q = 1 - P$, for
+    $z < a + 1$, and the continued fraction of $\Gamma(a, z)$ (modified Lentz) above
+    (Press et al., *Numerical Recipes*, 3rd ed., 2007, Section 6.2). Compared with
+    `jax.scipy.special.gammaincc` on $[10^{-17}, 50]$: relative error below $4 \cdot 10^{-14}$
+    in float64 and $3 \cdot 10^{-6}$ in float32 (`tests/test_energy.py`). The derivative is
+    the exact $-z^{a-1}e^{-z}/\Gamma(a)$ (custom JVP).
+    """
+    a = _Q_ORDER
+    finfo = jnp.finfo(z.dtype)
+    tiny = finfo.tiny / finfo.eps
+    small = z < a + 1
+    zs = jnp.where(small, z, 1)
+
+    def series(n, carry):
+        term, total = carry
+        term = term * zs / (a + n)
+        return term, total + term
+
+    _, total = jax.lax.fori_loop(1, _Q_SERIES_TERMS, series, (jnp.ones_like(zs), jnp.ones_like(zs)))
+    series_q = 1 - jnp.exp(a * jnp.log(zs) - zs) / math.gamma(a + 1) * total
+
+    zl = jnp.where(small, a + 1, z)
+
+    def fraction(i, carry):
+        b, c, d, h = carry
+        an = -i * (i - a)
+        b = b + 2
+        d = an * d + b
+        d = 1 / jnp.where(jnp.abs(d) < tiny, tiny, d)
+        c = b + an / c
+        c = jnp.where(jnp.abs(c) < tiny, tiny, c)
+        return b, c, d, h * d * c
+
+    b0 = zl + 1 - a
+    init = (b0, jnp.full_like(zl, 1 / tiny), 1 / b0, 1 / b0)
+    _, _, _, h = jax.lax.fori_loop(1, _Q_FRACTION_TERMS, fraction, init)
+    fraction_q = jnp.exp(a * jnp.log(zl) - zl) / math.gamma(a) * h
+    return jnp.where(small, series_q, fraction_q)
+
+
+@_gammaincc_three_quarters.defjvp
+def _gammaincc_three_quarters_jvp(primals, tangents):
+    (z,), (dz,) = primals, tangents
+    slope = -jnp.exp((_Q_ORDER - 1) * jnp.log(z) - z) / math.gamma(_Q_ORDER)
+    return _gammaincc_three_quarters(z), slope * dz
+
+
+def _hypot_minus(s: Array, c: Array) -> Array:
+    r"""$\sqrt{s^2 + c^2} - c \ge 0$ for $c > 0$, without cancellation or overflow:
+    $s^2 / (\sqrt{s^2 + c^2} + c)$ for $|s| \le c$, the difference itself above."""
+    root = jnp.hypot(s, c)
+    small = jnp.abs(s) <= c
+    s_small = jnp.where(small, s, 0)
+    return jnp.where(small, s_small * s_small / (jnp.hypot(s_small, c) + c), root - c)
 
 
 FLUXES: tuple[type[AbstractFlux], ...] = (

@@ -1,4 +1,6 @@
 import os
+import pathlib
+import tempfile
 
 import hypothesis
 import jax
@@ -7,6 +9,12 @@ import jax
 jax.config.update("jax_enable_x64", True)
 # Catch silent broadcasting in stencils.
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# The test workers (pytest-xdist) share compiled programs that take a second or more to
+# compile, through JAX's persistent cache (keyed by the program, so never stale).
+_CACHE = os.environ.get("JAXPDE_TEST_CACHE_DIR", str(pathlib.Path(tempfile.gettempdir()) / "jaxpde-test-xla"))
+if _CACHE:
+    jax.config.update("jax_compilation_cache_dir", _CACHE)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 hypothesis.settings.register_profile(
     "ci",

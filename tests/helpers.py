@@ -2,19 +2,17 @@
 
 import math
 
-import hypothesis.extra.numpy as hnp
-import hypothesis.strategies as st
-import jax.numpy as jnp
 import numpy as np
 
 import jaxpde
+import jaxpde.testing
 from jaxpde import fluxes
 
 # Registries that generic tests parametrize over.
 ALL_BOUNDARIES = jaxpde.BOUNDARIES
 ALL_FLUXES = fluxes.FLUXES
 NONMONOTONE_FLUXES = (fluxes.PeronaMalik, fluxes.ExponentialPeronaMalik, fluxes.Weickert)
-SIZES = (5, 8, 17, 32)  # a small set, to limit recompilation
+SIZES = jaxpde.testing.SIZES  # a small set, to limit recompilation
 
 
 def tolerance(dtype) -> dict[str, float]:
@@ -52,51 +50,34 @@ def spectral_norm_svd(matrix) -> float:
 
 
 
-# --- hypothesis strategies -------------------------------------------------------
-
-orders = st.sampled_from((1, 2, 3))
-boundaries = st.sampled_from(ALL_BOUNDARIES)
-sizes = st.sampled_from(SIZES)
-flux_kinds = st.sampled_from(ALL_FLUXES)
-parameters = st.floats(0.05, 20.0)  # lam, eps or L
-spacings = st.sampled_from((1.0, 0.5, 0.1))
-step_fractions = st.one_of(st.just(1.0), st.floats(0.01, 1.0))
-
-
-@st.composite
-def derivatives(draw):
-    order = draw(orders)
-    n = max(draw(sizes), order + 1)
-    return jaxpde.Derivative(order, n, h=draw(spacings), boundary=draw(boundaries))
+# The hypothesis strategies are the ones jaxpde ships for users' own suites.
+from jaxpde.testing import (  # noqa: F401
+    boundaries,
+    derivatives,
+    flux_kinds,
+    operators,
+    orders,
+    parameters,
+    signals,
+    sizes,
+    spacings,
+    stencils,
+    step_fractions,
+)
 
 
-@st.composite
-def stencils(draw, channels: bool = True):
-    k = draw(st.sampled_from((1, 2, 3, 5)))
-    shape = draw(st.sampled_from(((k,), (2, 1, k), (3, 2, k)) if channels else ((k,),)))
-    kernel = draw(hnp.arrays(np.float64, shape, elements=st.floats(-3, 3)))
-    boundary = draw(boundaries)
-    n = max(draw(sizes), k)
-    return jaxpde.Stencil(kernel, n, boundary=boundary)
+def claim_budget():
+    """The budget of the claim checks in the tests (shared, so that the compiled
+    claim programs are shared between test files)."""
+    from jaxpde.claims import Budget
+
+    return Budget(samples=10, depth=2, sizes=(16,), name="test", restarts=32, steps=50)
 
 
-operators = st.one_of(derivatives(), stencils())
+def few_examples(n: int):
+    """At most `n` hypothesis examples in the small `ci` profile (each example of the
+    decorated test compiles programs of its own shapes); the profile's count otherwise."""
+    import hypothesis
 
-
-@st.composite
-def signals(draw, shape: tuple[int, ...]):
-    """Signals of several kinds and amplitudes over six decades."""
-    size = math.prod(shape)
-    kind = draw(st.sampled_from(("random", "alternating", "step", "constant")))
-    seed = draw(st.integers(0, 2**31 - 1))
-    rng = np.random.default_rng(seed)
-    if kind == "random":
-        x = rng.standard_normal(size)
-    elif kind == "alternating":
-        x = (-1.0) ** np.arange(size)
-    elif kind == "step":
-        x = np.where(np.arange(size) < size // 2, -1.0, 1.0) + 0.01 * rng.standard_normal(size)
-    else:
-        x = np.full(size, 1.0)
-    amplitude = 10 ** draw(st.floats(-3, 3))
-    return jnp.asarray(amplitude * x.reshape(shape))
+    current = hypothesis.settings.default.max_examples
+    return hypothesis.settings(max_examples=min(n, current) if current <= 15 else current)

@@ -7,18 +7,38 @@ import pytest
 
 import jaxpde
 import jaxpde.claims
-from jaxpde.claims import CLAIMS, Budget, Claim, Evidence, get_claim, sampling
+from jaxpde.claims import (
+    CLAIMS,
+    Budget,
+    Claim,
+    Evidence,
+    adversarial,
+    check_all,
+    get_claim,
+    sampling,
+    warm_up,
+)
 from jaxpde.cli import main
 from jaxpde.fluxes import Linear
+from jaxpde.verify import spectral_norm
 from jaxpde.verify.certificate import CaseResult
 
+from .helpers import claim_budget, spectral_norm_svd
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-TEST_BUDGET = Budget(samples=10, depth=2, sizes=(16,), name="test")
+TEST_BUDGET = claim_budget()
+
+
+@pytest.fixture(scope="module")
+def certificates() -> dict:
+    """Every registered claim checked once, in parallel threads (as `jaxpde certify` does)."""
+    warm_up(TEST_BUDGET, workers=2)
+    return {c.claim_id: c for c in check_all(CLAIMS, jax.random.key(1), TEST_BUDGET, workers=2)}
 
 
 @pytest.mark.parametrize("claim", CLAIMS, ids=[c.id for c in CLAIMS])
-def test_claim_certified(claim):
-    certificate = claim.check(jax.random.key(1), TEST_BUDGET)
+def test_claim_certified(claim, certificates):
+    certificate = certificates[claim.id]
     assert certificate.status == "certified", certificate.message
     assert certificate.samples > 0 and certificate.cases
     assert certificate.tolerance > 0 and certificate.tolerance_derivation
@@ -26,6 +46,9 @@ def test_claim_certified(claim):
         assert certificate.worst <= certificate.bound + certificate.tolerance
     else:
         assert certificate.worst > certificate.bound + certificate.tolerance
+    # Every claim is attacked by the falsifier as well as sampled.
+    assert certificate.falsifier is not None and certificate.falsifier.restarts > 0
+    assert certificate.falsifier.nonfinite == 0
 
 
 @pytest.mark.parametrize("claim", CLAIMS, ids=[c.id for c in CLAIMS])
@@ -77,8 +100,9 @@ def test_budget_validation():
         Budget(samples=1, depth=1, sizes=(8,), name="tiny")
 
 
-def test_cli_json_and_report(tmp_path, capsys, monkeypatch):
+def test_cli_json_and_report(tmp_path, capsys, monkeypatch, certificates):
     monkeypatch.setenv("JAXPDE_CACHE_DIR", "")
+    monkeypatch.setattr(jaxpde.claims, "QUICK", TEST_BUDGET)  # reuse the compiled programs
     code = main(["certify", "--json", "--claim", "derivative-norm", "--claim", "max-min-principle", "--out", str(tmp_path)])
     assert code == 0
     results = json.loads(capsys.readouterr().out)
@@ -101,6 +125,51 @@ def test_cli_exit_code_is_nonzero_when_a_claim_fails(capsys, monkeypatch):
     assert main(["certify", "--claim", "nope"]) == 2
 
 
-def test_warm_up_compiles_every_operator_shape_once():
-    count = sampling.warm_up(TEST_BUDGET.samples, TEST_BUDGET.depth, TEST_BUDGET.sizes, workers=2)
-    assert count == len(sampling.operator_cases(np.random.default_rng(1), TEST_BUDGET.sizes))
+def test_warm_up_compiles_every_operator_shape_once(certificates):
+    count = warm_up(TEST_BUDGET, workers=2)  # all cached by now
+    assert count == 1 + len(sampling.operator_cases(np.random.default_rng(1), TEST_BUDGET.sizes))
+
+
+# --- the falsifier side of the checks: one padded program for every operator ---
+
+
+
+
+def _cases(factor: float):
+    """Step sizes factor * 2 / (L lower^2) with the power-iteration lower bound of ||K||:
+    for factor > 1 above the sharp bound, whatever the slack of norm_bound()."""
+    rng = np.random.default_rng(0)
+    ops = [op for _, op in sampling.operator_cases(rng, TEST_BUDGET.sizes)]
+    fluxes = [sampling.random_fluxes(rng) for _ in ops]
+    lowers = [float(spectral_norm(op).lower) if factor > 1 else float(op.norm_bound()) for op in ops]
+    taus = np.array([[factor * 2 / (float(f.sector_bound()) * low**2) for f in fs] for low, fs in zip(lowers, fluxes)])
+    return rng, ops, fluxes, taus
+
+
+def test_padding_is_exact_for_the_operator_objective():
+    rng, ops, fluxes, taus = _cases(1.0)
+    found = adversarial.attack_operators(rng, ops, fluxes, taus, "operator", TEST_BUDGET)
+    for c, op in enumerate(ops):
+        sigma = spectral_norm_svd(op.as_matrix())
+        assert np.all(found.worst[c] <= sigma * (1 + 1e-12))
+        assert np.all(found.worst[c] >= 0.95 * sigma)  # Adam gets close, power iteration closer
+        # Padded input entries stay zero.
+        assert np.all(found.witness[0][c][:, int(np.prod(op.in_shape)):] == 0)
+
+
+def test_planted_instability_is_found_and_rechecked_with_the_operators_code():
+    rng, ops, fluxes, taus = _cases(1.05)
+    found = adversarial.attack_operators(rng, ops, fluxes, taus, "gain", TEST_BUDGET)
+    linear = [type(f).__name__ for f in fluxes[0]].index("Linear")
+    assert np.all(found.worst[:, linear] > 1.01)
+    for c in (0, len(ops) - 1):
+        rechecked = adversarial.recheck(
+            rng, ops[c], fluxes[c], found.witness[0][c], TEST_BUDGET.samples, TEST_BUDGET.depth,
+            step_multipliers=[1.05] * 6, use_lower_norm=[1.0] * 6,
+        )
+        assert np.max(rechecked.ratio[linear]) > 1.01
+    rng, ops, fluxes, taus = _cases(1.0)
+    calm = adversarial.attack_operators(rng, ops, fluxes, taus, "gain", TEST_BUDGET)
+    assert np.all(calm.worst <= 1 + 1e-12) and np.all(calm.sampled <= calm.worst)
+    with pytest.raises(ValueError, match="`objective`"):
+        adversarial.attack_operators(rng, ops, fluxes, taus, "nope", TEST_BUDGET)

@@ -1,7 +1,5 @@
 import json
 
-import hypothesis
-import hypothesis.strategies as st
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -15,26 +13,6 @@ from jaxpde.verify.tolerance import (
     norm_ratio_tolerance,
     unit_roundoff,
 )
-
-from .helpers import operators, spectral_norm_svd
-
-
-@hypothesis.given(op=operators, seed=st.integers(0, 2**31 - 1))
-def test_spectral_norm_brackets_the_svd(op, seed):
-    bounds = verify.spectral_norm(op, key=jax.random.key(seed))
-    sigma = spectral_norm_svd(op.as_matrix())
-    assert float(bounds.lower) <= sigma * (1 + 1e-12)
-    assert sigma <= float(bounds.upper) * (1 + 1e-12)
-    assert bounds.vector.shape == op.in_shape
-
-
-def test_power_iteration_converges_for_a_periodic_derivative():
-    op = Derivative(1, 16, boundary="periodic")
-    bounds = verify.spectral_norm(op, iterations=500)
-    assert float(bounds.upper) == pytest.approx(2.0, rel=1e-12)
-    assert float(bounds.relative_gap) < 1e-6
-    with pytest.raises(ValueError, match="`iterations`"):
-        verify.spectral_norm(op, iterations=0)
 
 
 def test_euclidean_gain_and_norm_ratios():

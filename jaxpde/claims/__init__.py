@@ -3,13 +3,23 @@
 `CLAIMS` is the registry that `jaxpde certify` runs; `get_claim(id)` looks one up.
 """
 
+import concurrent.futures
+import os
+
+import jax
+import numpy as np
+
+from ..verify.certificate import Certificate
+from . import adversarial, sampling
+from .energy import ENERGY_DESCENT, LYAPUNOV_FUNCTIONALS
 from .explicit import (
     EXPLICIT_STABILITY,
     EXPLICIT_STABILITY_SHARP,
     NONMONOTONE_STABILITY,
 )
 from .invariants import MASS_CONSERVATION, MAX_MIN_PRINCIPLE
-from .operators import DERIVATIVE_NORM
+from .lipschitz import BLOCK_LIPSCHITZ, STABLE_NOT_NONEXPANSIVE
+from .operators import DERIVATIVE_NORM, SPECTRAL_NORM_BOUNDS
 from .registry import QUICK as QUICK
 from .registry import THOROUGH as THOROUGH
 from .registry import Budget as Budget
@@ -18,12 +28,61 @@ from .registry import Evidence as Evidence
 
 CLAIMS: tuple[Claim, ...] = (
     DERIVATIVE_NORM,
+    SPECTRAL_NORM_BOUNDS,
     EXPLICIT_STABILITY,
     EXPLICIT_STABILITY_SHARP,
     NONMONOTONE_STABILITY,
     MASS_CONSERVATION,
     MAX_MIN_PRINCIPLE,
+    BLOCK_LIPSCHITZ,
+    STABLE_NOT_NONEXPANSIVE,
+    ENERGY_DESCENT,
+    LYAPUNOV_FUNCTIONALS,
 )
+
+
+def warm_up(budget: Budget = QUICK, workers: int | None = None) -> int:
+    """Compile the programs that the claims share, in parallel threads: `evaluate`
+    for every operator shape, and the adversarial search over all of them (the
+    longest, so it starts first). XLA compiles outside the GIL, so this shortens
+    `jaxpde certify` on several cores, and claims that run in parallel afterwards do
+    not compile the same program twice. Returns the number of programs prepared."""
+    ops = [op for _, op in sampling.operator_cases(np.random.default_rng(0), budget.sizes)]
+
+    def compile_search():
+        rng = np.random.default_rng(0)
+        fluxes = [sampling.random_fluxes(rng) for _ in ops]
+        adversarial.attack_operators(rng, ops, fluxes, np.ones((len(ops), len(fluxes[0]))), "gain", budget)
+
+    def compile_evaluate(op):
+        rng = np.random.default_rng(0)
+        sampling.measure(rng, op, sampling.random_fluxes(rng), budget.samples, budget.depth)
+
+    def in_float64(task, *args):
+        with jax.enable_x64(True):  # configuration contexts are per thread
+            task(*args)
+
+    with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
+        futures = [pool.submit(in_float64, compile_search)]
+        futures += [pool.submit(in_float64, compile_evaluate, op) for op in ops]
+        for future in futures:
+            future.result()
+    return len(futures)
+
+
+def check_all(
+    claims, key, budget: Budget = QUICK, *, workers: int | None = None, on_done=None
+) -> list[Certificate]:
+    """Check `claims` in parallel threads (XLA compiles and runs outside the GIL);
+    claim i uses the key `fold_in(key, i)`. `on_done(certificate)` is called as each
+    finishes. Returns the certificates in the order of `claims`."""
+    workers = workers or os.cpu_count() or 1
+    with concurrent.futures.ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(claim.check, jax.random.fold_in(key, i), budget) for i, claim in enumerate(claims)]
+        if on_done is not None:
+            for future in concurrent.futures.as_completed(futures):
+                on_done(future.result())
+        return [future.result() for future in futures]
 
 
 def get_claim(claim_id: str) -> Claim:

@@ -4,9 +4,9 @@ import numpy as np
 
 from ..blocks import DiffusionBlock, stable_step_size
 from ..fluxes import FLUXES, ExponentialPeronaMalik, Linear, PeronaMalik, Weickert
-from ..verify.certificate import CaseResult
+from ..verify.certificate import CaseResult, FalsifierOutcome
 from ..verify.tolerance import norm_ratio_tolerance
-from . import sampling
+from . import adversarial, sampling
 from .registry import Budget, Claim, Evidence
 
 NONMONOTONE_FLUXES = (PeronaMalik, ExponentialPeronaMalik, Weickert)
@@ -15,25 +15,34 @@ SHARPNESS_FACTOR = 1.01
 
 def _stability_evidence(key, budget: Budget, flux_kinds, decreasing_branch: bool) -> Evidence:
     rng = sampling.numpy_rng(key)
-    cases, tolerances, shares = [], [], []
-    for op_name, op in sampling.operator_cases(rng, budget.sizes):
-        fluxes = sampling.random_fluxes(rng)
-        measured = sampling.measure(rng, op, fluxes, budget.samples, budget.depth)
-        for index, flux in enumerate(fluxes):
+    named = sampling.operator_cases(rng, budget.sizes)
+    ops = [op for _, op in named]
+    fluxes = [sampling.random_fluxes(rng) for _ in ops]
+    measured = [sampling.measure(rng, op, fs, budget.samples, budget.depth) for op, fs in zip(ops, fluxes)]
+    found, rechecked = adversarial.falsify_and_recheck(rng, ops, fluxes, measured, "gain", budget)
+    cases, tolerances, shares, searched, started = [], [], [], [], []
+    for c, (op_name, op) in enumerate(named):
+        for index, flux in enumerate(fluxes[c]):
             if type(flux) not in flux_kinds:
                 continue
             # Re-validated outside the compiled program: tau <= 2 / (L * norm_bound^2).
-            block = DiffusionBlock(op, flux, measured.tau[index])
+            block = DiffusionBlock(op, flux, measured[c].tau[index])
             tolerance = norm_ratio_tolerance(block, np.float64)
-            worst = float(np.max(measured.ratio[index]))
+            adversarial_worst = max(float(found.worst[c, index]), float(np.max(rechecked[c].ratio[index])))
+            searched.append(adversarial_worst)
+            started.append(float(found.sampled[c, index]))
+            worst = max(float(np.max(measured[c].ratio[index])), adversarial_worst)
             passed = worst <= 1 + tolerance.value
             name = f"{op_name} {type(flux).__name__}"
             if decreasing_branch:
-                share = float(np.mean(measured.decreasing_share[index]))
+                # Random samples and the falsifier's witnesses both count.
+                share = float(np.mean(np.concatenate([
+                    measured[c].decreasing_share[index], rechecked[c].decreasing_share[index]
+                ])))
                 shares.append(share)
                 if share == 0:  # the claim would not have been exercised
                     passed, name = False, name + " (decreasing branch not reached)"
-            cases.append(CaseResult(name, budget.samples, worst, 1.0, tolerance.value, passed))
+            cases.append(CaseResult(name, budget.samples + budget.restarts, worst, 1.0, tolerance.value, passed))
             tolerances.append(tolerance)
     hypotheses = {
         "sector condition": "0 <= Phi(s)/s <= L, L = flux.sector_bound() (analytic; tested numerically)",
@@ -48,7 +57,11 @@ def _stability_evidence(key, budget: Budget, flux_kinds, decreasing_branch: bool
             f"mean share of entries of K u^k with Phi'(K u^k) < 0 per case: min {min(shares):.3g}, max {max(shares):.3g}"
         )
     loosest = max(tolerances, key=lambda t: t.value)
-    return Evidence(tuple(cases), 1.0, "<=", loosest.derivation, hypotheses)
+    falsifier = adversarial.outcome(
+        "gain", budget, searched, started, int(np.sum(found.nonfinite)),
+        found=any(not case.passed for case in cases),
+    )
+    return Evidence(tuple(cases), 1.0, "<=", loosest.derivation, hypotheses, falsifier)
 
 
 def _check_stability(key, budget: Budget) -> Evidence:
@@ -61,25 +74,37 @@ def _check_nonmonotone(key, budget: Budget) -> Evidence:
 
 def _check_sharp(key, budget: Budget) -> Evidence:
     rng = sampling.numpy_rng(key)
-    cases, tolerances, overshoots, gaps = [], [], [], []
-    for op_name, op in sampling.operator_cases(rng, budget.sizes):
-        fluxes = sampling.random_fluxes(rng)
-        linear = [type(f) for f in fluxes].index(Linear)
-        # tau = 1.01 x 2 / (L lower^2) >= 1.01 x the sharp bound, as lower <= ||K||.
-        multipliers = np.where(np.arange(len(fluxes)) == linear, SHARPNESS_FACTOR, 1.0)
-        measured = sampling.measure(
-            rng, op, fluxes, budget.samples, budget.depth,
-            step_multipliers=multipliers, use_lower_norm=np.arange(len(fluxes)) == linear,
-            fraction_one_every=1,
+    named = sampling.operator_cases(rng, budget.sizes)
+    ops = [op for _, op in named]
+    fluxes = [sampling.random_fluxes(rng) for _ in ops]
+    linear = [type(f) for f in fluxes[0]].index(Linear)
+    # tau = 1.01 x 2 / (L lower^2) >= 1.01 x the sharp bound, as lower <= ||K||.
+    multipliers = np.where(np.arange(len(fluxes[0])) == linear, SHARPNESS_FACTOR, 1.0)
+    lower_flags = np.arange(len(fluxes[0])) == linear
+    measured = [
+        sampling.measure(
+            rng, op, fs, budget.samples, budget.depth,
+            step_multipliers=multipliers, use_lower_norm=lower_flags, fraction_one_every=1,
         )
-        flux = fluxes[linear]
-        tau = float(measured.tau[linear])
+        for op, fs in zip(ops, fluxes)
+    ]
+    found, rechecked = adversarial.falsify_and_recheck(
+        rng, ops, fluxes, measured, "gain", budget,
+        step_multipliers=[multipliers] * len(ops), use_lower_norm=[lower_flags] * len(ops),
+    )
+    cases, tolerances, overshoots, gaps, searched = [], [], [], [], []
+    for c, (op_name, op) in enumerate(named):
+        flux = fluxes[c][linear]
+        tau = float(measured[c].tau[linear])
         overshoots.append(tau / float(stable_step_size(op, flux)))
-        gaps.append(1 - float(measured.lower) / float(op.norm_bound()))
+        gaps.append(1 - float(measured[c].lower) / float(op.norm_bound()))
         block = DiffusionBlock(op, flux, tau, allow_unstable=True)
         tolerance = norm_ratio_tolerance(block, np.float64)
-        worst = float(np.max(measured.ratio[linear]))
-        cases.append(CaseResult(f"{op_name} Linear", budget.samples, worst, 1.0, tolerance.value, worst > 1 + tolerance.value))
+        rechecked_growth = float(np.max(rechecked[c].ratio[linear]))
+        searched.append(rechecked_growth)
+        worst = max(float(np.max(measured[c].ratio[linear])), rechecked_growth)
+        passed = worst > 1 + tolerance.value
+        cases.append(CaseResult(f"{op_name} Linear", budget.samples + budget.restarts, worst, 1.0, tolerance.value, passed))
         tolerances.append(tolerance)
     hypotheses = {
         "step size": (
@@ -89,9 +114,20 @@ def _check_sharp(key, budget: Budget) -> Evidence:
         ),
         "flux": "Linear(L), L log-uniform in [1/4, 4]",
         "worst": "the smallest, over cases, of the largest growth ||u^(k+1)|| / ||u^k|| found; must exceed 1",
+        "falsifier alone": (
+            f"growth of the search's witnesses (re-evaluated with the operators' code) in "
+            f"[{min(searched):.6f}, {max(searched):.6f}] (growth in every case without the top-singular "
+            "samples: see the falsifier line)"
+        ),
     }
     loosest = max(tolerances, key=lambda t: t.value)
-    return Evidence(tuple(cases), 1.0, ">", loosest.derivation, hypotheses)
+    every_case = all(g > 1 + t.value for g, t in zip(searched, tolerances))
+    falsifier = FalsifierOutcome(
+        objective="norm gain ||f(u)|| / ||u|| above the bound", restarts=budget.restarts, steps=budget.steps,
+        worst=min(searched), sampled=float(np.min(found.sampled[:, linear])),
+        nonfinite=int(np.sum(found.nonfinite)), found=every_case,
+    )
+    return Evidence(tuple(cases), 1.0, ">", loosest.derivation, hypotheses, falsifier)
 
 
 EXPLICIT_STABILITY = Claim(

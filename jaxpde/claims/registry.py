@@ -9,26 +9,30 @@ from typing import Literal
 import jax
 from jaxtyping import PRNGKeyArray
 
-from ..verify.certificate import CaseResult, Certificate
+from ..verify.certificate import CaseResult, Certificate, FalsifierOutcome
 
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
     """How hard a check tries: random samples per case, depth (steps) per sample,
-    and the grid sizes drawn from."""
+    the grid sizes drawn from, and the falsifier's restarts and Adam steps per case."""
 
     samples: int
     depth: int
     sizes: tuple[int, ...]
     name: str
+    restarts: int = 32
+    steps: int = 50
 
     def __post_init__(self):
-        if self.samples < 5 or self.depth < 1 or not self.sizes:
-            raise ValueError("`Budget` needs samples >= 5, depth >= 1 and at least one size.")
+        if self.samples < 5 or self.depth < 1 or not self.sizes or self.restarts < 1 or self.steps < 1:
+            raise ValueError(
+                "`Budget` needs samples >= 5, depth >= 1, restarts >= 1, steps >= 1 and at least one size."
+            )
 
 
-QUICK = Budget(samples=40, depth=4, sizes=(16, 33), name="quick")
-THOROUGH = Budget(samples=400, depth=24, sizes=(16, 33, 64, 129), name="thorough")
+QUICK = Budget(samples=40, depth=4, sizes=(16, 33), name="quick", restarts=32, steps=50)
+THOROUGH = Budget(samples=400, depth=24, sizes=(16, 33, 64, 129), name="thorough", restarts=128, steps=100)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,6 +45,7 @@ class Evidence:
     relation: Literal["<=", ">"]
     tolerance_derivation: str
     hypotheses: dict[str, str] = dataclasses.field(default_factory=dict)
+    falsifier: FalsifierOutcome | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +70,7 @@ class Claim:
         try:
             with jax.enable_x64(True):  # claims are certified in float64
                 evidence = self.run(key, budget)
-        except Exception as error:  # reported, never swallowed: status "error"
+        except Exception as error:  # noqa: BLE001 (reported, never swallowed: status "error")
             return Certificate(
                 claim_id=self.id, statement=self.statement, status="error", samples=0,
                 worst=float("nan"), bound=float("nan"), relation="<=", tolerance=0.0,
@@ -92,5 +97,6 @@ class Claim:
             proof=self.proof,
             hypotheses=evidence.hypotheses,
             cases=cases,
+            falsifier=evidence.falsifier,
             message=f"failed cases: {', '.join(failed[:5])}" if failed else "",
         )

@@ -9,10 +9,8 @@ read. This keeps the number of compilations (the dominant cost on CPU) at one pe
 operator shape, shared by all claims.
 """
 
-import concurrent.futures
 import dataclasses
 import math
-import os
 
 import equinox as eqx
 import jax
@@ -23,13 +21,16 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ..blocks import DiffusionBlock
 from ..fluxes import FLUXES, AbstractFlux, Linear, TotalVariation
 from ..operators import BOUNDARIES, AbstractOperator, Derivative, Stencil
-from ..verify.energy import l2_norm
+from ..verify.energy import l2_norm, variance
 from ..verify.spectral import power_iteration
 
 ORDERS = (1, 2, 3)
 SIGNAL_KINDS = ("gaussian", "alternating", "random-walk", "piecewise-constant", "top-singular")
 STENCIL_SHAPES = ((3,), (3, 1, 4))
 POWER_ITERATIONS = 200
+# The convex functions r of `Measurements.convex_increase`, with M = max|u^0| and
+# a = min u^0: (x/M)^2, |x|/M, exp(x/M), y log y with y = 2 + (x - a)/M.
+CONVEX_FUNCTIONS = ("square", "abs", "exp", "entropy")
 
 
 def numpy_rng(key: PRNGKeyArray) -> np.random.Generator:
@@ -147,7 +148,13 @@ class Measurements(eqx.Module):
       included for dirichlet boundaries), relative to $\\max|u^0|$;
     - `decreasing_share`: share of the entries of $K u^k$ where $\\Phi' < 0$;
     - `lower`: the power-iteration lower bound of $\\|K\\|$ (scalar);
-    - `tau`: the step size used, per flux (shape `(F,)`).
+    - `tau`: the step size used, per flux (shape `(F,)`);
+    - `energy_increase`: $\\max_k (E(u^{k+1}) - E(u^k)) / (L A^2 \\|u^0\\|^2)$ for the flux
+      energy $E(u) = \\sum \\Psi(Ku)$, $A$ = `op.abs_norm_bound()`;
+    - `variance_increase`: $\\max_k (V(u^{k+1}) - V(u^k)) / \\|u^0\\|^2$ for the variance
+      $V(u) = \\|u - \\bar u\\|^2$;
+    - `convex_increase`: shape `(F, B, R)`, $\\max_k \\sum_i (r(u^{k+1}_i) - r(u^k_i)) / N$
+      for the convex functions `CONVEX_FUNCTIONS` ($N$ entries).
     """
 
     ratio: Array
@@ -156,6 +163,9 @@ class Measurements(eqx.Module):
     decreasing_share: Array
     lower: Array
     tau: Array
+    energy_increase: Array
+    variance_increase: Array
+    convex_increase: Array
 
 
 class _SelectedFlux(AbstractFlux):
@@ -175,6 +185,23 @@ class _SelectedFlux(AbstractFlux):
     def derivative_range(self):
         lows, highs = zip(*(f.derivative_range() for f in self.fluxes))
         return jnp.stack(lows)[self.index], jnp.stack(highs)[self.index]
+
+    def potential(self, s):
+        branches = [lambda x, f=f: f.potential(x) for f in self.fluxes]
+        return jax.lax.switch(self.index, branches, s)
+
+
+def _convex_sums(v: Array, scale: Array, low: Array) -> Array:
+    """$\\sum_i r(v_i)$ for the functions `CONVEX_FUNCTIONS` (shape `(R,)`)."""
+    x = v / scale
+    y = 2 + (v - low) / scale
+    return jnp.stack([jnp.sum(x * x), jnp.sum(jnp.abs(x)), jnp.sum(jnp.exp(x)), jnp.sum(y * jnp.log(y))])
+
+
+def _largest_increase(initial: Array, values: Array) -> Array:
+    """$\\max_k (v_{k+1} - v_k)$ over `initial` followed by `values` (time first)."""
+    stacked = jnp.concatenate([initial[None], values])
+    return jnp.max(stacked[1:] - stacked[:-1], axis=0)
 
 
 @eqx.filter_jit
@@ -200,12 +227,13 @@ def evaluate(
     upper = op.norm_bound()
     lower, vector = power_iteration(op, key, POWER_ITERATIONS, upper.dtype)
     top = vector.reshape(-1) / jnp.sqrt(jnp.mean(vector**2))
-    count, batch = amplitudes.shape
+    count = amplitudes.shape[0]
     nu = jnp.where(use_lower_norm > 0, lower, upper)
     sectors = jnp.stack([f.sector_bound() for f in fluxes])
     taus = step_multipliers * 2 / (sectors * nu**2)
     rows = jnp.where(top_rows[None, :, None] > 0, top[None, None, :] + signals, signals) * amplitudes[..., None]
     low_floor = 0.0 if getattr(op, "boundary", None) == "dirichlet" else jnp.inf
+    abs_norm = op.abs_norm_bound()
 
     def run(index, row, fraction):
         flux = _SelectedFlux(fluxes, index)
@@ -214,14 +242,20 @@ def evaluate(
         placeholder = DiffusionBlock(op, flux, 1.0, allow_unstable=True)
         block = eqx.tree_at(lambda b: b.tau, placeholder, fraction * taus[index])
         u = row.reshape(op.in_shape)
+        scale = jnp.max(jnp.abs(u))
+        start = jnp.min(u)
+
+        def energy(v):
+            return jnp.sum(flux.potential(op(v)))
 
         def body(v, _):
             w = block(v)
             slopes = jax.vmap(jax.grad(flux))(op(w).reshape(-1))
-            return w, (l2_norm(w), jnp.mean(w), jnp.max(w), jnp.min(w), jnp.mean(slopes < 0))
+            monitors = (energy(w), variance(w), _convex_sums(w, scale, start))
+            return w, (l2_norm(w), jnp.mean(w), jnp.max(w), jnp.min(w), jnp.mean(slopes < 0), *monitors)
 
-        _, (norms, means, highs, lows, shares) = jax.lax.scan(body, u, length=depth)
-        scale = jnp.max(jnp.abs(u))
+        _, (norms, means, highs, lows, shares, energies, variances, sums) = jax.lax.scan(body, u, length=depth)
+        norm2 = jnp.sum(u * u)
         all_norms = jnp.concatenate([l2_norm(u)[None], norms])
         # Dirichlet: the boundary value 0 belongs to the range.
         low, high = jnp.minimum(jnp.min(u), low_floor), jnp.maximum(jnp.max(u), -low_floor)
@@ -231,12 +265,19 @@ def evaluate(
             jnp.max(jnp.abs(means - jnp.mean(u))) / scale,
             excess / scale,
             jnp.mean(shares),
+            _largest_increase(energy(u), energies) / (sectors[index] * abs_norm**2 * norm2),
+            _largest_increase(variance(u), variances) / norm2,
+            _largest_increase(_convex_sums(u, scale, start), sums) / u.size,
         )
 
+    batch = amplitudes.shape[1]
     indices = jnp.repeat(jnp.arange(count), batch)
     flat = jax.vmap(run)(indices, rows.reshape(count * batch, -1), fractions.reshape(-1))
-    ratio, drift, excess, share = (x.reshape(count, batch) for x in flat)
-    return Measurements(ratio, drift, excess, share, lower, taus)
+    ratio, drift, excess, share, energy, var, convex = (x.reshape(count, batch, *x.shape[1:]) for x in flat)
+    return Measurements(
+        ratio=ratio, mean_drift=drift, range_excess=excess, decreasing_share=share, lower=lower, tau=taus,
+        energy_increase=energy, variance_increase=var, convex_increase=convex,
+    )
 
 
 def measure(
@@ -263,20 +304,18 @@ def measure(
     return jax.tree.map(np.asarray, result)
 
 
-def warm_up(samples: int, depth: int, sizes: tuple[int, ...], workers: int | None = None) -> int:
-    """Compile `evaluate` for every operator shape the claims use, in parallel threads.
-
-    Compilation dominates the cost of a check on CPU and XLA compiles outside the GIL,
-    so this shortens `jaxpde certify` on several cores; the claims then hit the cache.
-    Returns the number of programs prepared.
-    """
-    cases = operator_cases(np.random.default_rng(0), sizes)
-
-    def compile_one(op):
-        with jax.enable_x64(True):  # configuration contexts are per thread
-            rng = np.random.default_rng(0)
-            measure(rng, op, random_fluxes(rng), samples, depth)
-
-    with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        list(pool.map(compile_one, [op for _, op in cases]))
-    return len(cases)
+def first_differences_at_the_convex_step(rng: np.random.Generator, budget):
+    r"""The setting of the claims about convex combinations: `Derivative(1, n, h)` for
+    each boundary, one flux of each class, and $\tau$ = fraction $\cdot h^2/(2L)$.
+    Returns the named operators, the fluxes, the step multipliers (of $2/(L\nu^2)$) and
+    the measurements, one per operator."""
+    named = list(derivatives(rng, budget.sizes, orders=(1,)))
+    ops = [op for _, op in named]
+    fluxes = [random_fluxes(rng) for _ in ops]
+    # tau = multiplier * 2 / (L * norm_bound^2) = h^2 / (2 L).
+    multipliers = [[float(op.norm_bound()) ** 2 * float(op.h) ** 2 / 4] * len(fs) for op, fs in zip(ops, fluxes)]
+    measured = [
+        measure(rng, op, fs, budget.samples, budget.depth, step_multipliers=m)
+        for op, fs, m in zip(ops, fluxes, multipliers)
+    ]
+    return named, fluxes, multipliers, measured

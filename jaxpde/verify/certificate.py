@@ -20,6 +20,24 @@ class CaseResult:
 
 
 @dataclasses.dataclass(frozen=True)
+class FalsifierOutcome:
+    """What the adversarial search (`verify.falsify`) found for a claim.
+
+    `worst` is the worst value after the search and `sampled` the worst at its random
+    starts alone; `found` says whether a violation beyond the tolerance was found
+    (for claims that must find one, `relation=">"`, this is the success).
+    """
+
+    objective: str
+    restarts: int
+    steps: int
+    worst: float
+    sampled: float
+    nonfinite: int
+    found: bool
+
+
+@dataclasses.dataclass(frozen=True)
 class Certificate:
     """The outcome of checking one claim.
 
@@ -43,6 +61,7 @@ class Certificate:
     hypotheses: dict[str, str] = dataclasses.field(default_factory=dict)
     cases: tuple[CaseResult, ...] = ()
     message: str = ""
+    falsifier: FalsifierOutcome | None = None
 
     @property
     def certified(self) -> bool:
@@ -63,6 +82,7 @@ class Certificate:
             "proof": self.proof,
             "hypotheses": dict(self.hypotheses),
             "message": self.message,
+            "falsifier": None if self.falsifier is None else _json_safe(dataclasses.asdict(self.falsifier)),
         }
         if with_cases:
             data["cases"] = [dataclasses.asdict(case) for case in self.cases]
@@ -73,6 +93,16 @@ def _finite_or_none(x: float) -> float | None:
     return x if math.isfinite(x) else None
 
 
+def _json_safe(data: dict) -> dict:
+    return {k: _finite_or_none(v) if isinstance(v, float) else v for k, v in data.items()}
+
+
+def _falsifier_cell(f: FalsifierOutcome | None) -> str:
+    if f is None:
+        return "n/a"
+    return f"{f.restarts}x{f.steps}: {_fmt(f.worst)}"
+
+
 def _fmt(x: float) -> str:
     return "n/a" if not math.isfinite(x) else f"{x:.12g}"
 
@@ -80,13 +110,13 @@ def _fmt(x: float) -> str:
 def markdown_table(certificates: list[Certificate]) -> str:
     """A Markdown table with one row per claim."""
     lines = [
-        "| claim | status | samples | worst | relation | bound | tolerance | seconds |",
-        "| --- | --- | ---: | ---: | :---: | ---: | ---: | ---: |",
+        "| claim | status | samples | worst | relation | bound | tolerance | falsifier | seconds |",
+        "| --- | --- | ---: | ---: | :---: | ---: | ---: | ---: | ---: |",
     ]
     for c in certificates:
         lines.append(
             f"| `{c.claim_id}` | {c.status} | {c.samples} | {_fmt(c.worst)} | {c.relation} "
-            f"| {_fmt(c.bound)} | {c.tolerance:.3g} | {c.seconds:.2f} |"
+            f"| {_fmt(c.bound)} | {c.tolerance:.3g} | {_falsifier_cell(c.falsifier)} | {c.seconds:.2f} |"
         )
     return "\n".join(lines)
 
@@ -101,6 +131,13 @@ def markdown_report(certificates: list[Certificate]) -> str:
         parts += [f"Tolerance: {c.tolerance:.3g} ({c.tolerance_derivation}).", ""]
         for name, value in c.hypotheses.items():
             parts.append(f"- {name}: {value}")
+        if c.falsifier is not None:
+            f = c.falsifier
+            parts.append(
+                f"- falsifier ({f.objective}): {f.restarts} restarts x {f.steps} Adam steps per case; "
+                f"worst {_fmt(f.worst)} (random starts alone: {_fmt(f.sampled)}); "
+                f"non-finite evaluations: {f.nonfinite}; violation found: {'yes' if f.found else 'no'}"
+            )
         if c.cases:
             parts += ["", "| case | samples | worst | bound | tolerance | ok |", "| --- | ---: | ---: | ---: | ---: | :---: |"]
             for case in c.cases:

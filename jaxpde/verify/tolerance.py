@@ -37,7 +37,7 @@ def unit_roundoff(dtype) -> float:
     return float(np.finfo(dtype).eps) / 2
 
 
-def gamma(p: int | float, dtype) -> float:
+def gamma(p: int | float, dtype) -> float:  # noqa: PYI041 (beartype rejects int for float)
     """$\\gamma_p = p\\mathbf{u} / (1 - p\\mathbf{u})$."""
     pu = p * unit_roundoff(dtype)
     if pu >= 1:
@@ -88,4 +88,76 @@ def entrywise_tolerance(block: DiffusionBlock, dtype, depth: int) -> Tolerance:
     step = block_error(block, dtype)
     value = depth * step * float(np.sqrt(entries))
     derivation = f"d*e_block*sqrt(N) = {depth}*{step:.3g}*sqrt({entries})"
+    return Tolerance(value, derivation)
+
+
+# --- Lyapunov functionals (proofs/energy-descent.md, proofs/lyapunov-functionals.md) --
+
+# Relative error of one evaluation of a flux potential Psi (log1p, expm1, hypot, or the
+# incomplete gamma function of Weickert's potential, measured at about 17u in float64).
+POTENTIAL_EVALUATION_ROUNDOFFS = 64
+# The convex functions r of the convex-sum check, on the range [-M, M] of the data:
+# |r| <= CONVEX_SUM_VALUE_BOUND (4 log 4 for y log y, y in [1, 4]) and
+# M |r'| <= CONVEX_SUM_SLOPE_BOUND (e, for exp(x / M)); each costs at most
+# CONVEX_EVALUATION_ROUNDOFFS * u * CONVEX_SUM_VALUE_BOUND absolute error per entry.
+CONVEX_SUM_VALUE_BOUND = 4 * float(np.log(4.0))
+CONVEX_SUM_SLOPE_BOUND = float(np.e)
+CONVEX_EVALUATION_ROUNDOFFS = 8
+
+
+def _sizes(block: DiffusionBlock) -> tuple[int, int]:
+    return int(np.prod(block.op.in_shape)), int(np.prod(block.op.out_shape))
+
+
+def energy_increase_tolerance(block: DiffusionBlock, dtype) -> Tolerance:
+    """Tolerance of a computed one-step increase $E(u^{k+1}) - E(u^k)$ of the flux energy
+    $E(u) = \\sum \\Psi(Ku)$, relative to $L A^2 \\|u^0\\|^2$ ($A$ = `abs_norm_bound()`):
+    $2\\gamma_r + c_\\Psi\\mathbf{u} + \\gamma_{N'} + e_{\\rm block}$, with $N'$ the entries of $Ku$
+    (the rows of $K$ in $\\Psi(\\hat s) - \\Psi(s)$, the evaluation of $\\Psi$, the sum, and
+    the rounding of the step; `proofs/energy-descent.md`)."""
+    _, rows = _sizes(block)
+    u = unit_roundoff(dtype)
+    step = block_error(block, dtype)
+    r = block.op.row_length
+    evaluation = 2 * gamma(r, dtype) + POTENTIAL_EVALUATION_ROUNDOFFS * u + gamma(rows, dtype)
+    value = evaluation + step
+    derivation = (
+        f"2*gamma_r + {POTENTIAL_EVALUATION_ROUNDOFFS}u + gamma_N' + e_block = {evaluation:.3g} + {step:.3g} "
+        f"relative to L*A^2*||u^0||^2, u = {u:.3g} ({np.dtype(dtype).name}), r = {r}, N' = {rows}"
+    )
+    return Tolerance(value, derivation)
+
+
+def variance_increase_tolerance(block: DiffusionBlock, dtype) -> Tolerance:
+    """Tolerance of a computed one-step increase of the variance $\\|u - \\bar u\\|^2$,
+    relative to $\\|u^0\\|^2$: $8\\gamma_{N+1} + 2e_{\\rm block}$ (two evaluations of
+    at most $(3\\gamma_{N+1} + 3\\mathbf{u})\\|u\\|^2 \\le 4\\gamma_{N+1}\\|u\\|^2$ each, and
+    $2\\|u - \\bar u\\|\\,\\|e\\|$ for the rounding $e$ of the step;
+    `proofs/lyapunov-functionals.md`)."""
+    entries, _ = _sizes(block)
+    step = block_error(block, dtype)
+    evaluation = 8 * gamma(entries + 1, dtype)
+    value = evaluation + 2 * step
+    derivation = (
+        f"8*gamma_(N+1) + 2*e_block = {evaluation:.3g} + 2*{step:.3g} relative to ||u^0||^2, "
+        f"u = {unit_roundoff(dtype):.3g} ({np.dtype(dtype).name}), N = {entries}"
+    )
+    return Tolerance(value, derivation)
+
+
+def convex_sum_increase_tolerance(block: DiffusionBlock, dtype) -> Tolerance:
+    """Tolerance of a computed one-step increase of $\\sum_i r(u_i)$, relative to the
+    number $N$ of entries, for the convex functions of the check (bounded by $R$ with
+    slopes at most $R'/M$ on $[-M, M]$, $M = \\max|u^0|$):
+    $2R(c_r\\mathbf{u} + \\gamma_N) + R' e_{\\rm block}$ (`proofs/lyapunov-functionals.md`)."""
+    entries, _ = _sizes(block)
+    u = unit_roundoff(dtype)
+    step = block_error(block, dtype)
+    evaluation = 2 * CONVEX_SUM_VALUE_BOUND * (CONVEX_EVALUATION_ROUNDOFFS * u + gamma(entries, dtype))
+    value = evaluation + CONVEX_SUM_SLOPE_BOUND * step
+    derivation = (
+        f"2R*({CONVEX_EVALUATION_ROUNDOFFS}u + gamma_N) + R'*e_block = {evaluation:.3g} + "
+        f"{CONVEX_SUM_SLOPE_BOUND:.4g}*{step:.3g} relative to N, R = 4 log 4, R' = e, "
+        f"u = {u:.3g} ({np.dtype(dtype).name}), N = {entries}"
+    )
     return Tolerance(value, derivation)

@@ -1,0 +1,290 @@
+"""The falsifier's side of every claim check: one compiled adversarial search.
+
+Each operator case is written as its dense matrix, zero-padded to a common shape, so
+that a single program per objective attacks every operator, every flux and every
+restart at once: vmapped over cases and fluxes, and, inside `verify.falsify`, over
+restarts. Padding is exact: padded rows of $K$ are zero ($\\Phi(0) = 0$, $\\Psi(0) = 0$),
+padded input entries are held at zero by the projection and stay zero under the block.
+The claims re-evaluate the witnesses with the operators' own code (`recheck`).
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, Float, Int, PRNGKeyArray
+
+from ..fluxes import AbstractFlux, Linear
+from ..operators import AbstractOperator
+from ..verify.certificate import FalsifierOutcome
+from ..verify.energy import l2_norm
+from ..verify.falsify import _search, to_sphere
+from . import sampling
+from .sampling import CONVEX_FUNCTIONS, _convex_sums, _SelectedFlux, flux_scale
+
+# What is maximised, for one step f(u) = u - tau K^T Phi(K u):
+OBJECTIVES = {
+    "gain": "norm gain ||f(u)|| / ||u||",
+    "lipschitz": "Lipschitz quotient ||f(u) - f(v)|| / ||u - v||",
+    "mass": "mean drift |mean(f(u)) - mean(u)| / max|u|",
+    "range": "range excess of f(u) over [min u, max u], relative to max|u|",
+    "energy": "energy increase (E(f(u)) - E(u)) / (L A^2 ||u||^2)",
+    "variance": "variance increase (V(f(u)) - V(u)) / ||u||^2",
+    "convex": "largest increase of sum r(u_i) / N over the convex functions r of the case",
+    "operator": "operator gain ||K u|| / ||u|| (flux and tau ignored)",
+}
+# Radii of the inputs, relative to flux_scale / ||K||: the linear and the strongly
+# nonlinear range of each flux.
+RADII = (10**-1.5, 10**1.5)
+# Distances of Lipschitz pairs, relative to the radius.
+DISTANCES = (1e-3, 1.0)
+
+
+class Cases(eqx.Module):
+    """Operators, fluxes and step sizes stacked along a leading case axis `C`."""
+
+    matrices: Float[Array, "C R N"]  # zero-padded dense matrices
+    masks: Float[Array, "C N"]  # 1 on the operator's input entries
+    fluxes: tuple[AbstractFlux, ...]  # one per flux kind, parameters of shape (C,)
+    taus: Float[Array, "C F"]
+    scales: Float[Array, "C F"]  # flux_scale / ||K||: the centre of the radii
+    energy_scales: Float[Array, "C F"]  # L A^2, A = op.abs_norm_bound()
+    dirichlet: Float[Array, " C"]  # 1: the range includes the boundary value 0
+    convex_masks: Float[Array, "C functions"]  # which CONVEX_FUNCTIONS apply
+
+
+def stack_cases(ops: list[AbstractOperator], fluxes: list[tuple], taus, convex_masks=None) -> Cases:
+    """Pad the dense matrices of `ops` to one shape and stack the fluxes' parameters."""
+    matrices = [np.asarray(op.as_matrix(), np.float64) for op in ops]
+    rows = max(m.shape[0] for m in matrices)
+    cols = max(m.shape[1] for m in matrices)
+    padded = np.zeros((len(ops), rows, cols))
+    masks = np.zeros((len(ops), cols))
+    for index, matrix in enumerate(matrices):
+        padded[index, : matrix.shape[0], : matrix.shape[1]] = matrix
+        masks[index, : matrix.shape[1]] = 1.0
+    stacked = jax.tree.map(lambda *leaves: jax.device_put(np.stack([np.asarray(x) for x in leaves])), *fluxes)
+    scales = np.array([[flux_scale(f) / float(op.norm_bound()) for f in fs] for op, fs in zip(ops, fluxes)])
+    energy_scales = np.array(
+        [[float(f.sector_bound()) * float(op.abs_norm_bound()) ** 2 for f in fs] for op, fs in zip(ops, fluxes)]
+    )
+    dirichlet = np.array([getattr(op, "boundary", None) == "dirichlet" for op in ops], float)
+    if convex_masks is None:
+        convex_masks = np.ones((len(ops), len(CONVEX_FUNCTIONS)))
+    arrays = [padded, masks, np.asarray(taus, np.float64), scales, energy_scales, dirichlet]
+    arrays = [jax.device_put(x) for x in [*arrays, np.asarray(convex_masks, np.float64)]]
+    return Cases(arrays[0], arrays[1], stacked, *arrays[2:])
+
+
+class Attack(eqx.Module):
+    """Per case and flux (shape `(C, F)`): the largest violation after the search
+    (`worst`), at the random starts alone (`sampled`), the number of non-finite
+    evaluations, and the witness pair `(u, v)`, each `(C, F, N)` (for the objectives
+    of one input, `u` is the witness and `v` is unused)."""
+
+    worst: Array
+    sampled: Array
+    nonfinite: Array
+    witness: tuple[Array, Array]
+
+
+def _objectives(flux, matrix, mask, case) -> list:
+    """The functions `(u, v, f(u), f(v)) -> violation` of `OBJECTIVES`, in its order
+    (padded entries are zero). The block is evaluated once, outside the switch."""
+    tiny = jnp.finfo(matrix.dtype).tiny
+    big = jnp.finfo(matrix.dtype).max
+
+    def scale_of(u):
+        return jnp.maximum(jnp.max(jnp.abs(u)), tiny)
+
+    def gain(u, v, fu, fv):
+        return l2_norm(fu) / l2_norm(u)
+
+    def lipschitz(u, v, fu, fv):
+        return l2_norm(fv - fu) / l2_norm(v - u)
+
+    def mass(u, v, fu, fv):
+        return jnp.abs(jnp.sum(fu - u)) / (jnp.sum(mask) * scale_of(u))
+
+    def excess(u, v, fu, fv):
+        floor = jnp.where(case["dirichlet"] > 0, 0.0, big)
+        high = jnp.maximum(jnp.max(jnp.where(mask > 0, u, -big)), -floor)
+        low = jnp.minimum(jnp.min(jnp.where(mask > 0, u, big)), floor)
+        w_high, w_low = jnp.max(jnp.where(mask > 0, fu, -big)), jnp.min(jnp.where(mask > 0, fu, big))
+        return jnp.maximum(w_high - high, low - w_low) / scale_of(u)
+
+    def energy(u, v, fu, fv):
+        def e(x):
+            return jnp.sum(flux.potential(matrix @ x))
+
+        return (e(fu) - e(u)) / (case["energy_scale"] * jnp.sum(u * u))
+
+    def variance(u, v, fu, fv):
+        # Padded entries are zero in u and f(u): the variance of the N real entries
+        # is ||x||^2 - (sum x)^2 / N.
+        def real(x):
+            return jnp.sum(x * x) - jnp.sum(x) ** 2 / jnp.sum(mask)
+
+        return (real(fu) - real(u)) / jnp.sum(u * u)
+
+    def convex(u, v, fu, fv):
+        scale = scale_of(u)
+        low = jnp.min(jnp.where(mask > 0, u, big))
+        # Padded entries contribute r(0) to both sums, which cancels.
+        change = _convex_sums(fu, scale, low) - _convex_sums(u, scale, low)
+        return jnp.max(jnp.where(case["convex_mask"] > 0, change, -jnp.inf)) / jnp.sum(mask)
+
+    def operator(u, v, fu, fv):
+        return l2_norm(matrix @ u) / l2_norm(u)
+
+    functions = {
+        "gain": gain, "lipschitz": lipschitz, "mass": mass, "range": excess, "energy": energy,
+        "variance": variance, "convex": convex, "operator": operator,
+    }
+    return [functions[name] for name in OBJECTIVES]
+
+
+def _log_uniform(key: PRNGKeyArray, count: int, bounds: tuple[float, float], dtype) -> Array:
+    exponents = jax.random.uniform(key, (count,), dtype, np.log(bounds[0]), np.log(bounds[1]))
+    return jnp.exp(exponents)
+
+
+@eqx.filter_jit
+def attack(
+    cases: Cases, key: PRNGKeyArray, objective: Int[Array, ""], restarts: int, steps: int, learning_rate: float = 0.05
+) -> Attack:
+    """Maximise objective number `objective` (of `OBJECTIVES`) for every case, flux
+    and restart. The objective is a traced index (`lax.switch`), so one compiled
+    program serves every objective; inputs are pairs $(u, v = u + d)$ with
+    $\\|u\\| = r$ and $\\|d\\| = \\rho r$ fixed per restart ($d$ matters only for "lipschitz")."""
+    count, flux_count = cases.taus.shape
+    size = cases.masks.shape[1]
+    keys = jax.random.split(key, (count, flux_count))
+
+    def one(matrix, mask, case_fluxes, case, index, key):
+        flux = _SelectedFlux(case_fluxes, index)
+
+        def block(u):
+            return u - case["tau"] * (matrix.T @ flux(matrix @ u))
+
+        functions = _objectives(flux, matrix, mask, case)
+
+        def project(z):
+            return to_sphere(z * mask, jnp.sqrt(jnp.sum(mask)))
+
+        def to_pair(pair, c):
+            u = to_sphere(pair[0] * mask, c[0])
+            return u, u + to_sphere(pair[1] * mask, c[1])
+
+        def violation(pair, c):
+            u, v = to_pair(pair, c)
+            return jax.lax.switch(objective, functions, u, v, block(u), block(v))
+
+        keys = jax.random.split(key, 4)
+        directions = jax.random.normal(keys[0], (restarts, size), matrix.dtype)
+        offsets = jax.random.normal(keys[1], (restarts, size), matrix.dtype)
+        radius = case["scale"] * _log_uniform(keys[2], restarts, RADII, matrix.dtype)
+        distance = radius * _log_uniform(keys[3], restarts, DISTANCES, matrix.dtype)
+        found = _search(
+            violation, (directions, offsets), (radius, distance),
+            lambda pair, c: (project(pair[0]), project(pair[1])), steps, learning_rate,
+        )
+        best = jnp.argmax(found.per_restart)
+        witness = to_pair(found.witness, (radius[best], distance[best]))
+        return found.worst, found.sampled, found.nonfinite, witness
+
+    per_flux_case = {"tau": cases.taus, "scale": cases.scales, "energy_scale": cases.energy_scales}
+    per_case = {"dirichlet": cases.dirichlet, "convex_mask": cases.convex_masks}
+
+    def one_case(matrix, mask, case_fluxes, flux_values, case_values, keys):
+        # One traced body for every flux kind (`lax.switch` on the flux index).
+        def per_flux(values, index, key):
+            return one(matrix, mask, case_fluxes, {**values, **case_values}, index, key)
+
+        return jax.vmap(per_flux)(flux_values, jnp.arange(flux_count), keys)
+
+    worst, sampled, nonfinite, witness = jax.vmap(one_case)(
+        cases.matrices, cases.masks, cases.fluxes, per_flux_case, per_case, keys
+    )
+    return Attack(worst, sampled, nonfinite, witness)
+
+
+def attack_operators(
+    rng: np.random.Generator, ops: list[AbstractOperator], fluxes: list[tuple], taus, objective: str, budget,
+    *, convex_masks=None,
+) -> Attack:
+    """`attack` with `budget.restarts` restarts and `budget.steps` Adam steps, a key
+    drawn from `rng`; results as NumPy arrays."""
+    if objective not in OBJECTIVES:
+        raise ValueError(f"`objective` must be one of {tuple(OBJECTIVES)}, got {objective!r}.")
+    key = jax.random.wrap_key_data(rng.integers(2**32, size=2, dtype=np.uint32))
+    cases = stack_cases(ops, fluxes, taus, convex_masks)
+    index = jax.device_put(np.int32(list(OBJECTIVES).index(objective)))
+    result = attack(cases, key, index, budget.restarts, budget.steps)
+    return jax.tree.map(np.asarray, result)
+
+
+def recheck(
+    rng: np.random.Generator, op: AbstractOperator, fluxes: tuple, witnesses: np.ndarray, samples: int, depth: int,
+    *, step_multipliers=None, use_lower_norm=None,
+):
+    """Re-evaluate one witness per flux (rows of `witnesses`, padded) with the
+    operator's own code, through `sampling.evaluate` at the full step size and with
+    the batch shape of the random samples (so no new program is compiled)."""
+    size = int(np.prod(op.in_shape))
+    count = len(fluxes)
+    rows = np.broadcast_to(np.asarray(witnesses)[:, None, :size], (count, samples, size))
+    multipliers = np.ones(count) if step_multipliers is None else np.asarray(step_multipliers, float)
+    lower_flags = np.zeros(count) if use_lower_norm is None else np.asarray(use_lower_norm, float)
+    key = jax.random.wrap_key_data(rng.integers(2**32, size=2, dtype=np.uint32))
+    ones = np.ones((count, samples))
+    result = sampling.evaluate(op, fluxes, multipliers, lower_flags, rows, ones, ones, np.zeros(samples), key, depth)
+    return jax.tree.map(np.asarray, result)
+
+
+def falsify_and_recheck(
+    rng, ops, fluxes, measured, objective: str, budget, *, step_multipliers=None, use_lower_norm=None, convex_masks=None
+):
+    """Attack every operator case at the step sizes of its random measurements
+    (`measured[c].tau`, the full step) and re-evaluate the witnesses with the
+    operators' own code. Returns the `Attack` and one `Measurements` per case."""
+    taus = np.stack([np.asarray(m.tau) for m in measured])
+    found = attack_operators(rng, ops, fluxes, taus, objective, budget, convex_masks=convex_masks)
+    rechecked = [
+        recheck(
+            rng, op, fs, found.witness[0][c], budget.samples, budget.depth,
+            step_multipliers=None if step_multipliers is None else step_multipliers[c],
+            use_lower_norm=None if use_lower_norm is None else use_lower_norm[c],
+        )
+        for c, (op, fs) in enumerate(zip(ops, fluxes))
+    ]
+    return found, rechecked
+
+
+def outcome(objective: str, budget, values: list[float], sampled: list[float], nonfinite: int, found: bool):
+    """The `FalsifierOutcome` of a claim that bounds from above: the largest value
+    over its cases after the search, and at the random starts alone."""
+    return FalsifierOutcome(
+        objective=OBJECTIVES.get(objective, objective), restarts=budget.restarts, steps=budget.steps,
+        worst=max(values), sampled=max(sampled), nonfinite=nonfinite, found=found,
+    )
+
+
+def attack_norms(rng: np.random.Generator, ops: list[AbstractOperator], budget) -> Attack:
+    """The "operator" objective, $\\max \\|Ku\\| / \\|u\\|$, for every operator in `ops`
+    (one flux slot, unused); results of shape `(C, 1)`."""
+    fluxes = [(Linear(1.0),)] * len(ops)
+    return attack_operators(rng, ops, fluxes, np.ones((len(ops), 1)), "operator", budget)
+
+
+def norm_outcome(budget, found: Attack, uppers: list[float], tolerance: float) -> tuple[list[bool], FalsifierOutcome]:
+    """Per case, whether the searched $\\|Ku\\|/\\|u\\|$ stays below `uppers` within
+    `tolerance`; and the outcome, with values reported as the ratio to the upper bound."""
+    ratios = [float(found.worst[c, 0]) / upper for c, upper in enumerate(uppers)]
+    started = [float(found.sampled[c, 0]) / upper for c, upper in enumerate(uppers)]
+    within = [ratio <= 1 + tolerance for ratio in ratios]
+    result = FalsifierOutcome(
+        objective=OBJECTIVES["operator"] + " / upper bound", restarts=budget.restarts, steps=budget.steps,
+        worst=max(ratios), sampled=max(started), nonfinite=int(np.sum(found.nonfinite)), found=not all(within),
+    )
+    return within, result
