@@ -16,6 +16,7 @@ Requires `hypothesis` (`pip install 'jaxpde[test]'`).
 import math
 from collections.abc import Callable, Sequence
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -65,7 +66,8 @@ def signals(draw, shape: tuple[int, ...], *, decades: tuple[float, float] = (-3.
         "constant": lambda: np.ones(size),
     }[kind]()
     amplitude = 10 ** draw(st.floats(*decades))
-    return jnp.asarray((amplitude * x).reshape(shape), dtype)
+    # device_put, not jnp.asarray: no compilation inside a strategy.
+    return jax.device_put(np.asarray((amplitude * x).reshape(shape), dtype))
 
 
 @st.composite
