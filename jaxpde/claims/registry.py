@@ -32,7 +32,7 @@ class Budget:
 
 
 QUICK = Budget(samples=40, depth=4, sizes=(16, 33), name="quick", restarts=32, steps=50)
-THOROUGH = Budget(samples=400, depth=24, sizes=(16, 33, 64, 129), name="thorough", restarts=128, steps=100)
+THOROUGH = Budget(samples=400, depth=24, sizes=(16, 33, 64, 129), name="thorough", restarts=64, steps=50)
 
 
 @dataclasses.dataclass(frozen=True)
