@@ -7,6 +7,7 @@ into Neural Architectures", SSVM 2021, arXiv:2103.15419.
 import importlib.metadata
 
 from . import fluxes as fluxes
+from . import nn as nn
 from . import schemes as schemes
 from . import verify as verify
 from .blocks import DiffusionBlock as DiffusionBlock
@@ -19,6 +20,9 @@ from .operators import (
 )
 from .operators import (
     Derivative as Derivative,
+)
+from .operators import (
+    Matrix as Matrix,
 )
 from .operators import (
     Stencil as Stencil,

@@ -341,3 +341,59 @@ class Derivative(AbstractOperator):
     @property
     def row_length(self) -> int:
         return self.stencil.row_length
+
+
+class Matrix(AbstractOperator):
+    r"""Any linear map $K$ given by its dense matrix, on flat samples.
+
+    For operators without a stencil structure (and for checks that stack many
+    operators as zero-padded matrices of one shape, so that one compiled program
+    serves them all).
+
+    **Arguments:**
+
+    - `matrix`: shape `(rows, n)`; input shape `(n,)`, output shape `(rows,)`.
+    """
+
+    matrix: Float[Array, "rows n"]
+
+    def __init__(self, matrix: ArrayLike):
+        matrix = as_float_array(matrix)
+        if matrix.ndim != 2 or 0 in matrix.shape:
+            raise ValueError(f"`matrix` must have shape (rows, n) with rows, n >= 1, got {matrix.shape}.")
+        self.matrix = matrix
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return (self.matrix.shape[1],)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.matrix.shape[0],)
+
+    def __call__(self, u: Float[Array, " n"]) -> Float[Array, " rows"]:
+        check_signal("u", u, self.in_shape)
+        return self.matrix.astype(u.dtype) @ u
+
+    @property
+    def T(self) -> "Matrix":
+        return Matrix(self.matrix.T)
+
+    def norm_bound(self) -> Float[Array, ""]:
+        """Certified upper bound of $\\|K\\|_2$ by Gram iteration, rounding included
+        (`jaxpde.verify.gram_bound`)."""
+        from .verify.gram import gram_bound  # verify imports this module
+
+        return gram_bound(self.matrix)
+
+    def abs_norm_bound(self) -> Float[Array, ""]:
+        r"""Schur's bound $\sqrt{\max_{\rm row} \sum |K| \cdot \max_{\rm col} \sum |K|}$."""
+        absolute = jnp.abs(self.matrix)
+        return jnp.sqrt(jnp.max(jnp.sum(absolute, axis=1)) * jnp.max(jnp.sum(absolute, axis=0)))
+
+    def as_matrix(self) -> Float[Array, "rows cols"]:
+        return self.matrix
+
+    @property
+    def row_length(self) -> int:
+        return max(self.matrix.shape)

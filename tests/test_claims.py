@@ -27,6 +27,7 @@ from .helpers import claim_budget, spectral_norm_svd
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_BUDGET = claim_budget()
+DETERMINISTIC = ("cycle-time-identities",)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,10 @@ def test_claim_certified(claim, certificates):
         assert certificate.worst <= certificate.bound + certificate.tolerance
     else:
         assert certificate.worst > certificate.bound + certificate.tolerance
-    # Every claim is attacked by the falsifier as well as sampled.
+    # Every claim about inputs is attacked by the falsifier as well as sampled (the
+    # identities are checked symbolically and exactly: there is nothing to search).
+    if claim.id in DETERMINISTIC:
+        return
     assert certificate.falsifier is not None and certificate.falsifier.restarts > 0
     assert certificate.falsifier.nonfinite == 0
 

@@ -9,13 +9,21 @@ import os
 import jax
 import numpy as np
 
+from ..blocks import stable_step_size
 from ..verify.certificate import Certificate
-from . import adversarial, sampling
+from . import adversarial, cycles, sampling, schemes
+from .cycles import FED_STABILITY, FSI_STABILITY, FSI_STABILITY_SHARP, FSI_UNFROZEN
 from .energy import ENERGY_DESCENT, LYAPUNOV_FUNCTIONALS
 from .explicit import (
     EXPLICIT_STABILITY,
     EXPLICIT_STABILITY_SHARP,
     NONMONOTONE_STABILITY,
+)
+from .identities import CYCLE_TIME_IDENTITIES
+from .implicit import (
+    FIXED_POINT_CONTRACTION,
+    IMPLICIT_STABILITY,
+    SEMI_IMPLICIT_STABILITY,
 )
 from .invariants import MASS_CONSERVATION, MAX_MIN_PRINCIPLE
 from .lipschitz import BLOCK_LIPSCHITZ, STABLE_NOT_NONEXPANSIVE
@@ -38,13 +46,24 @@ CLAIMS: tuple[Claim, ...] = (
     STABLE_NOT_NONEXPANSIVE,
     ENERGY_DESCENT,
     LYAPUNOV_FUNCTIONALS,
+    CYCLE_TIME_IDENTITIES,
+    FSI_STABILITY,
+    FSI_STABILITY_SHARP,
+    FSI_UNFROZEN,
+    FED_STABILITY,
+    IMPLICIT_STABILITY,
+    SEMI_IMPLICIT_STABILITY,
+    FIXED_POINT_CONTRACTION,
 )
+
+
+SCHEME_KINDS = ("implicit", "semi-implicit", "implicit-fixed-point")
 
 
 def warm_up(budget: Budget = QUICK, workers: int | None = None) -> int:
     """Compile the programs that the claims share, in parallel threads: `evaluate`
-    for every operator shape, and the adversarial search over all of them (the
-    longest, so it starts first). XLA compiles outside the GIL, so this shortens
+    for every operator shape, the adversarial search over all of them (the longest,
+    so it starts first), and the scheme programs (cycles, implicit steps). XLA compiles outside the GIL, so this shortens
     `jaxpde certify` on several cores, and claims that run in parallel afterwards do
     not compile the same program twice. Returns the number of programs prepared."""
     ops = [op for _, op in sampling.operator_cases(np.random.default_rng(0), budget.sizes)]
@@ -53,6 +72,12 @@ def warm_up(budget: Budget = QUICK, workers: int | None = None) -> int:
         rng = np.random.default_rng(0)
         fluxes = [sampling.random_fluxes(rng) for _ in ops]
         adversarial.attack_operators(rng, ops, fluxes, np.ones((len(ops), len(fluxes[0]))), "gain", budget)
+
+    def compile_schemes(kind, coefficients):
+        rng = np.random.default_rng(0)
+        fluxes = [sampling.random_fluxes(rng) for _ in ops]
+        taus = np.array([[float(stable_step_size(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])
+        schemes.run(rng, ops, fluxes, taus, kind, budget, coefficients=coefficients, search=kind != "implicit-fixed-point")
 
     def compile_evaluate(op):
         rng = np.random.default_rng(0)
@@ -64,6 +89,11 @@ def warm_up(budget: Budget = QUICK, workers: int | None = None) -> int:
 
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         futures = [pool.submit(in_float64, compile_search)]
+        futures += [
+            pool.submit(in_float64, compile_schemes, "cycle", cycles.coefficients("fsi", 3, frozen=frozen))
+            for frozen in (True, False)
+        ]
+        futures += [pool.submit(in_float64, compile_schemes, kind, None) for kind in SCHEME_KINDS]
         futures += [pool.submit(in_float64, compile_evaluate, op) for op in ops]
         for future in futures:
             future.result()

@@ -32,6 +32,7 @@ OBJECTIVES = {
     "variance": "variance increase (V(f(u)) - V(u)) / ||u||^2",
     "convex": "largest increase of sum r(u_i) / N over the convex functions r of the case",
     "operator": "operator gain ||K u|| / ||u|| (flux and tau ignored)",
+    "update-lipschitz": "Lipschitz quotient of the update ||(f(u) - u) - (f(v) - v)|| / ||u - v||",
 }
 # Radii of the inputs, relative to flux_scale / ||K||: the linear and the strongly
 # nonlinear range of each flux.
@@ -137,9 +138,12 @@ def _objectives(flux, matrix, mask, case) -> list:
     def operator(u, v, fu, fv):
         return l2_norm(matrix @ u) / l2_norm(u)
 
+    def update_lipschitz(u, v, fu, fv):
+        return l2_norm((fv - v) - (fu - u)) / l2_norm(v - u)
+
     functions = {
         "gain": gain, "lipschitz": lipschitz, "mass": mass, "range": excess, "energy": energy,
-        "variance": variance, "convex": convex, "operator": operator,
+        "variance": variance, "convex": convex, "operator": operator, "update-lipschitz": update_lipschitz,
     }
     return [functions[name] for name in OBJECTIVES]
 

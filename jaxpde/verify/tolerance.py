@@ -161,3 +161,19 @@ def convex_sum_increase_tolerance(block: DiffusionBlock, dtype) -> Tolerance:
         f"u = {u:.3g} ({np.dtype(dtype).name}), N = {entries}"
     )
     return Tolerance(value, derivation)
+
+
+def cycle_ratio_tolerance(block: DiffusionBlock, dtype, amplification: float, step_error: float) -> Tolerance:
+    """Tolerance of a computed one-cycle ratio $\\|u^n\\| / \\|u^0\\|$ of an FSI or FED cycle:
+    $A \\cdot e_{\\rm step} + 2\\gamma_{N+1}$, with $A$ the cycle's rounding amplification
+    (`jaxpde.schemes.fsi_rounding_amplification`, `rounding_amplification`) and
+    $e_{\\rm step}$ a bound of one step's rounding error relative to the largest state so
+    far (`proofs/fsi-stability.md`)."""
+    entries = int(np.prod(block.op.in_shape))
+    norms = 2 * gamma(entries + 1, dtype)
+    value = amplification * step_error + norms
+    derivation = (
+        f"A*e_step + 2*gamma_(N+1) = {amplification:.4g}*{step_error:.3g} + {norms:.3g}, "
+        f"u = {unit_roundoff(dtype):.3g} ({np.dtype(dtype).name}), N = {entries}"
+    )
+    return Tolerance(value, derivation)

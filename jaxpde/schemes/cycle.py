@@ -1,0 +1,134 @@
+r"""What FED and FSI cycles share: the cycle polynomial and the cycle time.
+
+With the diffusivity frozen, a cycle of length $n$ with step-size limit $\tau$ maps
+$u$ to $q_n(\tau A)\,u$, $A = K^\top G K$, for the polynomial
+
+$$q_n(x) = \frac{\sin((2n+1)\varphi)}{(2n+1)\sin\varphi}, \qquad \sin^2\varphi = \frac{x}{2}.$$
+
+FED writes it as a product $\prod_i (1 - \tau_i x)$ over its roots, FSI as the
+three-term recurrence $q_{k+1} = a_k (1 - x) q_k + (1 - a_k) q_{k-1}$,
+$a_k = (4k+2)/(2k+3)$, $q_0 = q_{-1} = 1$. Since $|\sin(m\varphi)| \le m|\sin\varphi|$,
+$|q_n| \le 1$ on $[0, 2]$: a cycle is Euclidean stable whenever the explicit step
+is, $\tau \le 2/(L\|K\|^2)$. Its slope at 0 gives the cycle time
+$-q_n'(0)\,\tau = \tau (n^2 + n)/3$ (`proofs/fsi-stability.md`,
+`proofs/cycle-time-identities.md`).
+
+Reference: Grewenig, Weickert, Bruhn, "From box filtering to fast explicit
+diffusion", DAGM 2010; Hafner, Ochs, Weickert, Reißel, Grewenig, "FSI schemes: fast
+semi-iterative solvers for PDEs and optimisation methods", GCPR 2016.
+"""
+
+import fractions
+import math
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jaxtyping import Array, ArrayLike, Bool, Float
+
+from .._checks import check_int, check_positive_float
+from ..blocks import DiffusionBlock
+from ..fluxes import Frozen
+
+
+def cycle_time(tau: float, cycle_length: int) -> float:
+    """Time $\\tau (n^2 + n) / 3$ that one cycle of length $n$ advances."""
+    n = check_int("cycle_length", cycle_length, minimum=1)
+    return float(tau) * (n * n + n) / 3
+
+
+def cycle_length_for(duration: float, tau: float) -> int:
+    """The shortest cycle length $n$ with $\\tau (n^2 + n)/3 \\ge$ `duration`."""
+    duration = check_positive_float("duration", duration)
+    tau = check_positive_float("tau", tau)
+    n = max(1, math.ceil((math.sqrt(1 + 12 * duration / tau) - 1) / 2))
+    while n > 1 and cycle_time(tau, n - 1) >= duration:
+        n -= 1
+    while cycle_time(tau, n) < duration:
+        n += 1
+    return n
+
+
+def plan_cycles(t_end: float, tau: float, cycles: int) -> tuple[int, float]:
+    """Cycle length $n$ and step-size limit $\\tau' \\le \\tau$ such that `cycles`
+    cycles of length $n$ advance exactly `t_end`: $n$ is the shortest length with
+    `cycles` $\\cdot\\, \\tau (n^2+n)/3 \\ge$ `t_end`, and $\\tau' = 3\\,t_{\\rm end} /$
+    (`cycles` $(n^2+n)$)."""
+    t_end = check_positive_float("t_end", t_end)
+    cycles = check_int("cycles", cycles, minimum=1)
+    n = cycle_length_for(t_end / cycles, tau)
+    return n, min(float(tau), 3 * t_end / (cycles * (n * n + n)))
+
+
+def cycle_polynomial(x: np.ndarray, cycle_length: int) -> np.ndarray:
+    """$q_n(x)$ by the FSI recurrence, in float64 (any real $x$; $|q_n| \\le 1$ on $[0, 2]$)."""
+    n = check_int("cycle_length", cycle_length, minimum=0)
+    x = np.asarray(x, np.float64)
+    previous = current = np.ones_like(x)
+    for k in range(n):
+        a = (4 * k + 2) / (2 * k + 3)
+        previous, current = current, a * (1 - x) * current + (1 - a) * previous
+    return current
+
+
+def unstable_cycle_length(x: float) -> int | None:
+    r"""The shortest cycle length $n$ with $|q_n(x)| > 1$, or `None` when $0 \le x \le 2$
+    (where every cycle is stable; $x = \tau\lambda$ is never negative). Above 2, $\sin\varphi = \cosh\psi > 1$ and
+    $|q_n(x)| = \cosh((2n+1)\psi) / ((2n+1)\cosh\psi)$ grows without bound in $n$, so
+    the explicit bound is sharp for long cycles; just above it, short cycles stay stable."""
+    x = float(x)
+    if not x >= 0:
+        raise ValueError(f"`x` = tau * eigenvalue must be >= 0, got {x!r}.")
+    if x <= 2:
+        return None
+    psi = math.acosh(math.sqrt(x / 2))
+    n = 0
+    while True:
+        ratio = math.cosh((2 * n + 1) * psi) / ((2 * n + 1) * math.cosh(psi))
+        if ratio > 1 + 1e-9 or (ratio > 1 - 1e-9 and abs(_exact_cycle_polynomial(x, n)) > 1):
+            return n
+        n += 1
+
+
+def _exact_cycle_polynomial(x: float, cycle_length: int) -> fractions.Fraction:
+    """$q_n(x)$ in exact rational arithmetic (decides near-ties of `unstable_cycle_length`)."""
+    value = fractions.Fraction(x)
+    previous = current = fractions.Fraction(1)
+    for k in range(cycle_length):
+        a = fractions.Fraction(4 * k + 2, 2 * k + 3)
+        previous, current = current, a * (1 - value) * current + (1 - a) * previous
+    return current
+
+
+def three_term_cycle(
+    block: DiffusionBlock,
+    u: Float[Array, "*shape"],
+    extrapolation: Float[ArrayLike, " steps"],
+    step_fractions: Float[ArrayLike, " steps"],
+    frozen: bool | Bool[Array, ""] = True,
+) -> Float[Array, "*shape"]:
+    r"""One cycle of the recurrence that FSI and FED share:
+
+    $$u^{k+1} = \alpha_k\big(u^k - \beta_k\tau K^\top\Phi(Ku^k)\big) + (1 - \alpha_k)\,u^{k-1},
+    \qquad u^{-1} = u^0,$$
+
+    FSI: $\alpha_k = a_k$, $\beta_k = 1$; FED: $\alpha_k = 1$, $\beta_k = \tau_k/\tau_{\max}$. A step with
+    $\alpha = 1$, $\beta = 0$ is the identity (padding). `frozen` evaluates the diffusivity
+    once, at $u^0$; it may be a traced boolean (both updates are then computed).
+    """
+    frozen_block = eqx.tree_at(lambda b: b.flux, block, Frozen(block.flux, block.op(u)))
+
+    def update(v):
+        if isinstance(frozen, bool):
+            return (frozen_block if frozen else block).update(v)
+        return jnp.where(frozen, frozen_block.update(v), block.update(v))
+
+    def step(carry, coefficients):
+        current, previous = carry
+        alpha, beta = coefficients
+        return (alpha * (current + beta * update(current)) + (1 - alpha) * previous, current), None
+
+    coefficients = (jnp.asarray(extrapolation, u.dtype), jnp.asarray(step_fractions, u.dtype))
+    (final, _), _ = jax.lax.scan(step, (u, u), coefficients)
+    return final

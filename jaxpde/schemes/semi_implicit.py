@@ -1,0 +1,208 @@
+r"""The semi-implicit step: the diffusivity explicit, the flux implicit.
+
+$$(I + \tau K^\top G(u) K)\, u^{k+1} = u^k, \qquad G(u) = \operatorname{diag}\big(g(|Ku|^2)\big).$$
+
+$A = K^\top G K$ is symmetric positive semidefinite ($g \ge 0$), so
+$\|(I + \tau A)^{-1}\| \le 1$: the step is Euclidean stable for every $\tau > 0$
+(`proofs/semi-implicit-stability.md`). The linear system is solved with lineax: the
+tridiagonal solver when $K$ is a two-tap single-channel stencil that is not periodic
+(so $A$ is tridiagonal, e.g. $D_1$ with neumann boundary), conjugate gradients
+otherwise.
+
+Reference: Weickert, Romeny, Viergever, "Efficient and reliable schemes for nonlinear
+diffusion filtering", IEEE TIP 1998; arXiv:2103.15419, Section 5.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import lineax as lx
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from .._checks import check_int, check_positive_float, check_signal, positive_array
+from ..fluxes import AbstractFlux, Frozen
+from ..operators import AbstractOperator, Derivative, Stencil
+from ..verify.energy import l2_norm
+from .rollout import rollout
+
+
+def default_rtol(dtype, condition: ArrayLike = 1.0) -> Array:
+    """The default relative tolerance of the solves, $1000\\,\\varepsilon\\,c$: a residual
+    that rounding lets a solver reach when the operator has norm (up to rounding) at most
+    $c$, e.g. $c = 1 + \\tau L \\||K|\\|^2$ for $I + \\tau K^\\top G K$ (`condition_bound`)."""
+    return 1000 * float(np.finfo(dtype).eps) * jnp.asarray(condition, dtype)
+
+
+def condition_bound(op: AbstractOperator, slope: Array, tau: Array) -> Array:
+    """$1 + \\tau\\, b\\, \\||K|\\|^2$ (Schur's bound of $|K|$, `op.abs_norm_bound()`): bounds the
+    norm of $I + \\tau K^\\top D K$ for $0 \\le D \\le b$, and the rounding of its products."""
+    return 1 + tau * slope * op.abs_norm_bound() ** 2
+
+
+def _is_tridiagonal(op: AbstractOperator) -> bool:
+    stencil = op.stencil if isinstance(op, Derivative) else op
+    return (
+        isinstance(stencil, Stencil) and stencil.kernel.ndim == 1 and stencil.size == 2
+        and stencil.boundary != "periodic"
+    )
+
+
+def _tridiagonal(matvec, n: int, dtype) -> lx.TridiagonalLinearOperator:
+    """The tridiagonal matrix of `matvec`, from three products with the probes
+    $\\sum_{j \\equiv r \\pmod 3} e_j$ (exact: each row meets one column of each probe)."""
+    index = jnp.arange(n)
+    probes = [matvec((index % 3 == r).astype(dtype)) for r in range(3)]
+    by_column = jnp.stack(probes)  # (3, n): probe r holds the columns j = r (mod 3)
+    diagonal = by_column[index % 3, index]
+    lower = by_column[index[:-1] % 3, index[1:]]  # A[j + 1, j]
+    upper = by_column[index[1:] % 3, index[:-1]]  # A[j, j + 1]
+    return lx.TridiagonalLinearOperator(diagonal, lower, upper)
+
+
+def diffusion_system(op: AbstractOperator, flux: Frozen, tau: Array, structure) -> lx.AbstractLinearOperator:
+    r"""$I + \tau K^\top G K$ as a lineax operator, with $G$ the frozen diffusivity of `flux`
+    (tridiagonal where `_is_tridiagonal(op)`, a symmetric positive definite function
+    operator otherwise)."""
+
+    def matvec(v):
+        return v + tau.astype(v.dtype) * op.T(flux(op(v)))
+
+    if _is_tridiagonal(op):
+        return _tridiagonal(matvec, structure.shape[0], structure.dtype)
+    tags = (lx.symmetric_tag, lx.positive_semidefinite_tag)
+    return lx.FunctionLinearOperator(matvec, structure, tags)
+
+
+class LinearSolution(eqx.Module):
+    """The solution `value` of a diffusion system, lineax's `result` code, the solver's
+    `steps` (conjugate-gradient iterations; 0 for the tridiagonal solver) and the
+    Euclidean `residual` $\\|b - (I + \\tau K^\\top G K)x\\|$, recomputed."""
+
+    value: Array
+    result: lx.RESULTS
+    steps: Int[Array, ""]
+    residual: Float[Array, ""]
+
+
+def solve_diffusion_system(
+    op: AbstractOperator,
+    flux: Frozen,
+    tau: Array,
+    rhs: Float[Array, "*shape"],
+    *,
+    rtol: float | Float[Array, ""] | None = None,
+    max_steps: int | None = None,
+    throw: bool = True,
+) -> LinearSolution:
+    """Solve $(I + \\tau K^\\top G K)\\,x = $ `rhs` (see `diffusion_system`). Conjugate
+    gradients stop at a Euclidean residual of `rtol * ||rhs||` (`None`: `default_rtol` with
+    `condition_bound`) or after `max_steps` (`None`: 10 times the unknowns); the result is
+    `successful` when the recomputed residual is within twice that. Differentiable: the
+    solve is a `jax.lax.custom_linear_solve`, so tangents and cotangents are solved with
+    the same rule for their own right-hand sides."""
+    structure = jax.ShapeDtypeStruct(rhs.shape, rhs.dtype)
+    system = diffusion_system(op, flux, tau, structure)
+    if isinstance(system, lx.TridiagonalLinearOperator):
+        x = lx.linear_solve(system, rhs, lx.Tridiagonal(), throw=throw).value
+        residual = l2_norm(rhs - system.mv(x))
+        ok = jnp.all(jnp.isfinite(x))
+        steps = jnp.array(0)
+    else:
+        if rtol is None:
+            rtol = default_rtol(rhs.dtype, condition_bound(op, flux.sector_bound(), tau))
+        max_steps = 10 * rhs.size if max_steps is None else max_steps
+
+        def solve(matvec, b):
+            operator = lx.FunctionLinearOperator(matvec, structure, system.tags)
+            solution = lx.linear_solve(operator, b, euclidean_cg(rtol, b, max_steps), throw=False)
+            return solution.value, solution.stats["num_steps"]
+
+        def matvec(v):
+            return v + tau.astype(v.dtype) * op.T(flux(op(v)))
+
+        x, steps = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True, has_aux=True)
+        residual = l2_norm(rhs - system.mv(x))
+        ok = residual <= 2 * jax.lax.stop_gradient(rtol) * l2_norm(rhs)
+    result = lx.RESULTS.where(ok, lx.RESULTS.successful, lx.RESULTS.max_steps_reached)
+    if throw:
+        x = result.error_if(x, ~ok)
+    return LinearSolution(x, result, steps, residual)
+
+
+def euclidean_cg(rtol: float | Float[Array, ""], rhs: Array, max_steps: int) -> lx.CG:
+    """Conjugate gradients that stop at $\\|r\\|_2 \\le$ `rtol` $\\|b\\|_2$. (lineax scales the
+    residual entrywise by `atol + rtol * |b_i|`, which is stricter than a relative
+    Euclidean residual and never met where $b_i = 0$; an absolute tolerance in the
+    Euclidean norm is the relative one.)"""
+    # A stopping rule is not differentiated (lineax refuses tangents in the solver).
+    atol = jax.lax.stop_gradient(jnp.maximum(rtol * l2_norm(rhs), jnp.finfo(rhs.dtype).tiny))
+    return lx.CG(rtol=0.0, atol=atol, norm=l2_norm, max_steps=max_steps)
+
+
+class SemiImplicitScheme(eqx.Module):
+    """Semi-implicit steps $u \\mapsto (I + \\tau K^\\top G(u) K)^{-1} u$.
+
+    **Arguments:**
+
+    - `op`, `flux`: the operator $K$ and the flux $\\Phi$.
+    - `tau`: any step size $> 0$ (the step is stable for all of them).
+    - `rtol`, `max_steps`: the conjugate-gradient tolerance (Euclidean norm of the
+      residual relative to the right-hand side; `None`: $1000\\varepsilon(1 + \\tau L\\||K|\\|^2)$,
+      what rounding lets the solver reach) and step limit (`None`: 10 times the unknowns);
+      unused when the system is tridiagonal.
+    - `throw`: raise when the linear solve fails (otherwise return its iterate).
+    """
+
+    op: AbstractOperator
+    flux: AbstractFlux
+    tau: Float[Array, ""]
+    rtol: float | None = eqx.field(static=True)
+    max_steps: int | None = eqx.field(static=True)
+    throw: bool = eqx.field(static=True)
+
+    def __init__(
+        self,
+        op: AbstractOperator,
+        flux: AbstractFlux,
+        tau: ArrayLike,
+        *,
+        rtol: float | None = None,
+        max_steps: int | None = None,
+        throw: bool = True,
+    ):
+        if not isinstance(op, AbstractOperator):
+            raise TypeError(f"`op` must be a jaxpde operator, got {type(op).__name__}.")
+        if not isinstance(flux, AbstractFlux):
+            raise TypeError(f"`flux` must be a jaxpde flux, got {type(flux).__name__}.")
+        self.op = op
+        self.flux = flux
+        self.tau = positive_array("tau", tau, "the semi-implicit step is stable for every tau > 0.")
+        if rtol is not None and not 0 < rtol < 1:
+            raise ValueError(f"`rtol` must lie in (0, 1) or be None, got {rtol!r}.")
+        self.rtol = rtol
+        self.max_steps = None if max_steps is None else check_int("max_steps", max_steps, minimum=1)
+        self.throw = bool(throw)
+
+    def solve_step(self, u: Float[Array, "*shape"]) -> LinearSolution:
+        """One step, with its result code, solver steps and residual."""
+        check_signal("u", u, self.op.in_shape)
+        frozen = Frozen(self.flux, self.op(u))
+        return solve_diffusion_system(
+            self.op, frozen, self.tau, u, rtol=self.rtol, max_steps=self.max_steps, throw=self.throw
+        )
+
+    def __call__(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        """One step."""
+        return self.solve_step(u).value
+
+    def rollout(self, u0: Float[Array, "*shape"], num_steps: int, *, save_every: int | None = None):
+        """`num_steps` steps from `u0` (see `jaxpde.schemes.rollout`)."""
+        return rollout(self, u0, num_steps, save_every=save_every)
+
+    def solve(self, u0: Float[Array, "*shape"], t_end: float, num_steps: int) -> Float[Array, "*shape"]:
+        """The state at time `t_end` after `num_steps` equal steps of size `t_end / num_steps`."""
+        t_end = check_positive_float("t_end", t_end)
+        num_steps = check_int("num_steps", num_steps, minimum=1)
+        scheme = eqx.tree_at(lambda s: s.tau, self, jnp.asarray(t_end / num_steps, self.tau.dtype))
+        return rollout(scheme, u0, num_steps)
