@@ -78,3 +78,10 @@ def check_signal(name: str, u: Array, shape: tuple[int, ...]) -> None:
         )
     if not jnp.issubdtype(u.dtype, jnp.floating):
         raise TypeError(f"`{name}` must be a floating-point array, got dtype {u.dtype}.")
+
+
+def check_rtol(rtol: float | None) -> float | None:
+    """A relative tolerance in (0, 1), or `None` for the solver's default."""
+    if rtol is not None and not 0 < rtol < 1:
+        raise ValueError(f"`rtol` must lie in (0, 1) or be None (the default), got {rtol!r}.")
+    return rtol

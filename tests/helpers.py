@@ -81,3 +81,24 @@ def few_examples(n: int):
 
     current = hypothesis.settings.default.max_examples
     return hypothesis.settings(max_examples=min(n, current) if current <= 15 else current)
+
+
+# Claims checked symbolically and exactly: there is nothing for a falsifier to search.
+DETERMINISTIC = ("cycle-time-identities",)
+
+
+def assert_certified(claim, certificate):
+    """What every certificate of a registered claim must show."""
+    assert certificate.status == "certified", certificate.message
+    assert certificate.samples > 0 and certificate.cases
+    assert certificate.tolerance > 0 and certificate.tolerance_derivation
+    if certificate.relation == "<=":
+        assert certificate.worst <= certificate.bound + certificate.tolerance
+    else:
+        assert certificate.worst > certificate.bound + certificate.tolerance
+    # Every claim about inputs is attacked by the falsifier as well as sampled (the
+    # identities are checked symbolically and exactly: there is nothing to search).
+    if claim.id in DETERMINISTIC:
+        return
+    assert certificate.falsifier is not None and certificate.falsifier.restarts > 0
+    assert certificate.falsifier.nonfinite == 0

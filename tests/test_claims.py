@@ -9,6 +9,7 @@ import jaxpde
 import jaxpde.claims
 from jaxpde.claims import (
     CLAIMS,
+    SCHEME_CLAIMS,
     Budget,
     Claim,
     Evidence,
@@ -23,36 +24,27 @@ from jaxpde.fluxes import Linear
 from jaxpde.verify import spectral_norm
 from jaxpde.verify.certificate import CaseResult
 
-from .helpers import claim_budget, spectral_norm_svd
+from .helpers import assert_certified, claim_budget, spectral_norm_svd
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_BUDGET = claim_budget()
-DETERMINISTIC = ("cycle-time-identities",)
+
+
+EXPLICIT_CLAIMS = tuple(claim for claim in CLAIMS if claim not in SCHEME_CLAIMS)
 
 
 @pytest.fixture(scope="module")
 def certificates() -> dict:
-    """Every registered claim checked once, in parallel threads (as `jaxpde certify` does)."""
-    warm_up(TEST_BUDGET, workers=2)
-    return {c.claim_id: c for c in check_all(CLAIMS, jax.random.key(1), TEST_BUDGET, workers=2)}
+    """The claims about the explicit block checked once, in parallel threads (as
+    `jaxpde certify` does); the scheme claims run in `test_scheme_claims.py`, on the
+    other test worker."""
+    warm_up(TEST_BUDGET, workers=2, parts=("explicit",))
+    return {c.claim_id: c for c in check_all(EXPLICIT_CLAIMS, jax.random.key(1), TEST_BUDGET, workers=2)}
 
 
-@pytest.mark.parametrize("claim", CLAIMS, ids=[c.id for c in CLAIMS])
+@pytest.mark.parametrize("claim", EXPLICIT_CLAIMS, ids=[c.id for c in EXPLICIT_CLAIMS])
 def test_claim_certified(claim, certificates):
-    certificate = certificates[claim.id]
-    assert certificate.status == "certified", certificate.message
-    assert certificate.samples > 0 and certificate.cases
-    assert certificate.tolerance > 0 and certificate.tolerance_derivation
-    if certificate.relation == "<=":
-        assert certificate.worst <= certificate.bound + certificate.tolerance
-    else:
-        assert certificate.worst > certificate.bound + certificate.tolerance
-    # Every claim about inputs is attacked by the falsifier as well as sampled (the
-    # identities are checked symbolically and exactly: there is nothing to search).
-    if claim.id in DETERMINISTIC:
-        return
-    assert certificate.falsifier is not None and certificate.falsifier.restarts > 0
-    assert certificate.falsifier.nonfinite == 0
+    assert_certified(claim, certificates[claim.id])
 
 
 @pytest.mark.parametrize("claim", CLAIMS, ids=[c.id for c in CLAIMS])
@@ -130,7 +122,7 @@ def test_cli_exit_code_is_nonzero_when_a_claim_fails(capsys, monkeypatch):
 
 
 def test_warm_up_compiles_every_operator_shape_once(certificates):
-    count = warm_up(TEST_BUDGET, workers=2)  # all cached by now
+    count = warm_up(TEST_BUDGET, workers=2, parts=("explicit",))  # all cached by now
     assert count == 1 + len(sampling.operator_cases(np.random.default_rng(1), TEST_BUDGET.sizes))
 
 

@@ -34,6 +34,17 @@ from .registry import Budget as Budget
 from .registry import Claim as Claim
 from .registry import Evidence as Evidence
 
+SCHEME_CLAIMS: tuple[Claim, ...] = (
+    CYCLE_TIME_IDENTITIES,
+    FSI_STABILITY,
+    FSI_STABILITY_SHARP,
+    FSI_UNFROZEN,
+    FED_STABILITY,
+    IMPLICIT_STABILITY,
+    SEMI_IMPLICIT_STABILITY,
+    FIXED_POINT_CONTRACTION,
+)
+
 CLAIMS: tuple[Claim, ...] = (
     DERIVATIVE_NORM,
     SPECTRAL_NORM_BOUNDS,
@@ -46,24 +57,18 @@ CLAIMS: tuple[Claim, ...] = (
     STABLE_NOT_NONEXPANSIVE,
     ENERGY_DESCENT,
     LYAPUNOV_FUNCTIONALS,
-    CYCLE_TIME_IDENTITIES,
-    FSI_STABILITY,
-    FSI_STABILITY_SHARP,
-    FSI_UNFROZEN,
-    FED_STABILITY,
-    IMPLICIT_STABILITY,
-    SEMI_IMPLICIT_STABILITY,
-    FIXED_POINT_CONTRACTION,
+    *SCHEME_CLAIMS,
 )
 
 
 SCHEME_KINDS = ("implicit", "semi-implicit", "implicit-fixed-point")
 
 
-def warm_up(budget: Budget = QUICK, workers: int | None = None) -> int:
+def warm_up(budget: Budget = QUICK, workers: int | None = None, *, parts=("explicit", "schemes")) -> int:
     """Compile the programs that the claims share, in parallel threads: `evaluate`
     for every operator shape, the adversarial search over all of them (the longest,
-    so it starts first), and the scheme programs (cycles, implicit steps). XLA compiles outside the GIL, so this shortens
+    so it starts first) for the "explicit" part, and the scheme programs (cycles, implicit
+    steps; each is also run once) for the "schemes" part. XLA compiles outside the GIL, so this shortens
     `jaxpde certify` on several cores, and claims that run in parallel afterwards do
     not compile the same program twice. Returns the number of programs prepared."""
     ops = [op for _, op in sampling.operator_cases(np.random.default_rng(0), budget.sizes)]
@@ -88,13 +93,16 @@ def warm_up(budget: Budget = QUICK, workers: int | None = None) -> int:
             task(*args)
 
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
-        futures = [pool.submit(in_float64, compile_search)]
-        futures += [
-            pool.submit(in_float64, compile_schemes, "cycle", cycles.coefficients("fsi", 3, frozen=frozen))
-            for frozen in (True, False)
-        ]
-        futures += [pool.submit(in_float64, compile_schemes, kind, None) for kind in SCHEME_KINDS]
-        futures += [pool.submit(in_float64, compile_evaluate, op) for op in ops]
+        futures = []
+        if "explicit" in parts:
+            futures += [pool.submit(in_float64, compile_search)]
+            futures += [pool.submit(in_float64, compile_evaluate, op) for op in ops]
+        if "schemes" in parts:
+            futures += [
+                pool.submit(in_float64, compile_schemes, "cycle", cycles.coefficients("fsi", 3, frozen=frozen))
+                for frozen in (True, False)
+            ]
+            futures += [pool.submit(in_float64, compile_schemes, kind, None) for kind in SCHEME_KINDS]
         for future in futures:
             future.result()
     return len(futures)

@@ -10,7 +10,7 @@ from ..schemes.fed import fed_step_sizes, rounding_amplification
 from ..schemes.fsi import fsi_rounding_amplification, fsi_weights
 from ..verify.certificate import CaseResult, FalsifierOutcome
 from ..verify.tolerance import block_error, cycle_ratio_tolerance, unit_roundoff
-from . import sampling, schemes
+from . import schemes
 from .registry import Budget, Claim, Evidence
 
 CYCLE_LENGTHS = (3, 12)
@@ -47,17 +47,8 @@ def _tolerance(kind: str, block: DiffusionBlock, cycle_length: int):
     return cycle_ratio_tolerance(block, np.float64, fsi_rounding_amplification(cycle_length), step)
 
 
-def _setting(key, budget: Budget, taus_of=stable_step_size):
-    rng = sampling.numpy_rng(key)
-    named = sampling.operator_cases(rng, budget.sizes)
-    ops = [op for _, op in named]
-    fluxes = [sampling.random_fluxes(rng) for _ in ops]
-    taus = np.array([[float(taus_of(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])
-    return rng, named, ops, fluxes, taus
-
-
 def _stability(key, budget: Budget, kind: str) -> Evidence:
-    rng, named, ops, fluxes, taus = _setting(key, budget)
+    rng, named, ops, fluxes, taus = schemes.setting(key, budget, stable_step_size)
     cases, searched, started, nonfinite, derivations = [], [], [], 0, []
     for n in CYCLE_LENGTHS:
         measured, found = schemes.run(rng, ops, fluxes, taus, "cycle", budget, coefficients=coefficients(kind, n))
@@ -71,7 +62,7 @@ def _stability(key, budget: Budget, kind: str) -> Evidence:
                 worst = max(float(np.max(measured.ratio[c, f])), float(found.worst[c, f]))
                 name = f"{op_name} {type(flux).__name__} n={n}"
                 samples = budget.samples + budget.restarts
-                cases.append(CaseResult(name, samples, worst, 1.0, tolerance.value, worst <= 1 + tolerance.value))
+                cases.append(CaseResult(name, samples, worst, 1.0, tolerance.value, bool(worst <= 1 + tolerance.value)))
                 derivations.append(tolerance)
     scheme = "FSI (frozen)" if kind == "fsi" else "FED (reordered)"
     hypotheses = {
@@ -112,7 +103,7 @@ def _check_sharp(key, budget: Budget) -> Evidence:
     def overshoot(op, flux):
         return SHARPNESS_FACTOR * 2 / (float(flux.sector_bound()) * _lower_norm(op) ** 2)
 
-    rng, named, ops, fluxes, taus = _setting(key, budget, overshoot)
+    rng, named, ops, fluxes, taus = schemes.setting(key, budget, overshoot)
     linear = [type(f) for f in fluxes[0]].index(Linear)
     length = SHARP_LENGTH
     measured, found = schemes.run(rng, ops, fluxes, taus, "cycle", budget, coefficients=coefficients("fsi", length))
@@ -125,7 +116,7 @@ def _check_sharp(key, budget: Budget) -> Evidence:
         searched.append(float(found.worst[c, linear]))
         worst = max(float(np.max(measured.ratio[c, linear])), searched[-1])
         samples = budget.samples + budget.restarts
-        cases.append(CaseResult(f"{op_name} Linear n={length}", samples, worst, 1.0, tolerance.value, worst > 1 + tolerance.value))
+        cases.append(CaseResult(f"{op_name} Linear n={length}", samples, worst, 1.0, tolerance.value, bool(worst > 1 + tolerance.value)))
     hypotheses = {
         "step size": (
             f"tau = {SHARPNESS_FACTOR} * 2 / (L * lower**2), lower = ||K v|| / ||v|| at NumPy's top singular "
@@ -148,7 +139,7 @@ def _check_sharp(key, budget: Budget) -> Evidence:
 
 
 def _check_unfrozen(key, budget: Budget) -> Evidence:
-    rng, named, ops, fluxes, taus = _setting(key, budget)
+    rng, named, ops, fluxes, taus = schemes.setting(key, budget, stable_step_size)
     length = CYCLE_LENGTHS[-1]
     measured, found = schemes.run(
         rng, ops, fluxes, taus, "cycle", budget, coefficients=coefficients("fsi", length, frozen=False)
@@ -162,7 +153,7 @@ def _check_unfrozen(key, budget: Budget) -> Evidence:
     worst = float(best[c, weickert])
     case = CaseResult(
         f"Weickert, best of {len(ops)} operators ({named[c][0]}) n={length}", len(ops) * (budget.samples + budget.restarts),
-        worst, 1.0, tolerance.value, worst > 1 + tolerance.value,
+        worst, 1.0, tolerance.value, bool(worst > 1 + tolerance.value),
     )
     verdicts = {}
     for f, kind in enumerate(kinds):

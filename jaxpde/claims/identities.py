@@ -77,8 +77,8 @@ def _check(key, budget: Budget) -> Evidence:
     del key, budget  # deterministic: identities, not samples
     trig, slope = _general_identities()
     cases = [
-        CaseResult("q_k = sin((2k+1)phi)/((2k+1) sin phi) solves the FSI recurrence (symbolic k)", 1, float(abs(trig != 0)), 0.0, 0.0, trig == 0),
-        CaseResult("slopes d_k = -(k^2+k)/3 solve the slope recurrence (symbolic k)", 1, float(abs(slope != 0)), 0.0, 0.0, slope == 0),
+        CaseResult("q_k = sin((2k+1)phi)/((2k+1) sin phi) solves the FSI recurrence (symbolic k)", 1, float(abs(trig != 0)), 0.0, 0.0, bool(trig == 0)),
+        CaseResult("slopes d_k = -(k^2+k)/3 solve the slope recurrence (symbolic k)", 1, float(abs(slope != 0)), 0.0, 0.0, bool(slope == 0)),
     ]
     worst_root = 0.0
     for n in range(1, LARGEST_LENGTH + 1):
@@ -90,7 +90,7 @@ def _check(key, budget: Budget) -> Evidence:
         worst_root = max(worst_root, residual)
         ok = exact and residual <= ROOT_TOLERANCE
         name = f"n={n}: q_n(0) = 1, q_n'(0) = -(n^2+n)/3 (exact), q_n(1/t_i) = 0 ({DIGITS} digits)"
-        cases.append(CaseResult(name, 1, residual, 0.0, ROOT_TOLERANCE, ok))
+        cases.append(CaseResult(name, 1, residual, 0.0, ROOT_TOLERANCE, bool(ok)))
     for n in FLOAT_LENGTHS:
         expected = (n * n + n) / 3
         fed = math.fsum(fed_step_sizes(1.0, n)) / expected - 1
@@ -102,7 +102,7 @@ def _check(key, budget: Budget) -> Evidence:
             previous_value, current_value = current_value, a * current_value + (1 - a) * previous_value
         fsi = -current_slope / expected - 1
         worst = max(abs(fed), abs(fsi))
-        cases.append(CaseResult(f"n={n}: float64 FED sum and FSI slope vs (n^2+n)/3", 2, worst, 0.0, RELATIVE_TOLERANCE, worst <= RELATIVE_TOLERANCE))
+        cases.append(CaseResult(f"n={n}: float64 FED sum and FSI slope vs (n^2+n)/3", 2, worst, 0.0, RELATIVE_TOLERANCE, bool(worst <= RELATIVE_TOLERANCE)))
     hypotheses = {
         "symbolic": "sympy: trig identity and slope recurrence simplify to 0 for symbolic k (induction step)",
         "exact": f"rational recurrence for n = 1..{LARGEST_LENGTH}; roots in {DIGITS}-digit arithmetic, largest relative |q_n(1/t_i)| = {worst_root:.3g}",

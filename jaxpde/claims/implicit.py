@@ -14,20 +14,11 @@ from ..verify.tolerance import (
     norm_ratio_tolerance,
     unit_roundoff,
 )
-from . import adversarial, sampling, schemes
+from . import adversarial, schemes
 from .registry import Budget, Claim, Evidence
 
 # Step sizes of the stability claims: up to this multiple of the explicit bound.
 LARGEST_MULTIPLE = 1e4
-
-
-def _setting(key, budget: Budget, taus_of):
-    rng = sampling.numpy_rng(key)
-    named = sampling.operator_cases(rng, budget.sizes)
-    ops = [op for _, op in named]
-    fluxes = [sampling.random_fluxes(rng) for _ in ops]
-    taus = np.array([[float(taus_of(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])
-    return rng, named, ops, fluxes, taus
 
 
 def _tolerance(block: DiffusionBlock) -> Tolerance:
@@ -40,7 +31,7 @@ def _tolerance(block: DiffusionBlock) -> Tolerance:
 
 
 def _stability(key, budget: Budget, kind: str) -> Evidence:
-    rng, named, ops, fluxes, taus = _setting(key, budget, lambda op, f: LARGEST_MULTIPLE * stable_step_size(op, f))
+    rng, named, ops, fluxes, taus = schemes.setting(key, budget, lambda op, f: LARGEST_MULTIPLE * stable_step_size(op, f))
     measured, found = schemes.run(rng, ops, fluxes, taus, kind, budget, smallest_fraction=1 / LARGEST_MULTIPLE)
     cases, derivations = [], []
     for c, (op_name, op) in enumerate(named):
@@ -48,7 +39,7 @@ def _stability(key, budget: Budget, kind: str) -> Evidence:
             tolerance = _tolerance(DiffusionBlock(op, flux, taus[c, f], allow_unstable=True))
             worst = max(float(np.max(measured.ratio[c, f])), float(found.worst[c, f]))
             name = f"{op_name} {type(flux).__name__}"
-            cases.append(CaseResult(name, budget.samples + budget.restarts, worst, 1.0, tolerance.value, worst <= 1 + tolerance.value))
+            cases.append(CaseResult(name, budget.samples + budget.restarts, worst, 1.0, tolerance.value, bool(worst <= 1 + tolerance.value)))
             derivations.append(tolerance)
     solver = (
         "lineax conjugate gradients to a residual <= 1000 eps ||u||" if kind == "semi-implicit"
@@ -98,7 +89,7 @@ def _check_contraction(key, budget: Budget) -> Evidence:
     def contracting(op, flux):
         return schemes.LARGEST_CONTRACTION / float(contraction_factor(op, flux, 1.0))
 
-    rng, named, ops, fluxes, taus = _setting(key, budget, contracting)
+    rng, named, ops, fluxes, taus = schemes.setting(key, budget, contracting)
     quotients = adversarial.attack_operators(rng, ops, fluxes, taus, "update-lipschitz", budget)
     measured, _ = schemes.run(rng, ops, fluxes, taus, "implicit-fixed-point", budget, search=False)
     rtol = 1000 * float(np.finfo(np.float64).eps)
@@ -121,7 +112,7 @@ def _check_contraction(key, budget: Budget) -> Evidence:
             conditions.append(condition)
             margins.append(tolerance)
             name = f"{op_name} {type(flux).__name__}" + ("" if converged else " (not converged)")
-            cases.append(CaseResult(name, budget.samples + budget.restarts, quotient, 1.0, tolerance, quotient <= 1 + tolerance and converged))
+            cases.append(CaseResult(name, budget.samples + budget.restarts, quotient, 1.0, tolerance, bool(quotient <= 1 + tolerance and converged)))
     hypotheses = {
         "step size": (
             f"tau = fraction * {schemes.LARGEST_CONTRACTION} / (Lip(Phi) ||K||^2), fraction log-uniform in [0.05, 1] "

@@ -166,6 +166,18 @@ def attack(
     return Attack(worst, sampled, nonfinite, witness)
 
 
+def setting(key, budget, taus_of):
+    """The configurations of a scheme claim, drawn from `key`: a NumPy generator, the named
+    operator cases, the operators, one flux of each class per operator, and the step
+    sizes `taus_of(op, flux)`, `(C, F)`."""
+    rng = sampling.numpy_rng(key)
+    named = sampling.operator_cases(rng, budget.sizes)
+    ops = [op for _, op in named]
+    fluxes = [sampling.random_fluxes(rng) for _ in ops]
+    taus = np.array([[float(taus_of(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])
+    return rng, named, ops, fluxes, taus
+
+
 def padded_signals(rng: np.random.Generator, ops, fluxes, samples: int):
     """Signals for every case and flux, `(C, F, B, N)` zero-padded: the kinds of
     `sampling.base_signals` at amplitudes around each flux's scale, with the rows of

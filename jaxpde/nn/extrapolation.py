@@ -67,6 +67,18 @@ def _kernel_shape(kernel_size: int, channels: int | None) -> tuple[int, ...]:
     return (c, c, k)
 
 
+def _trainable_setup(n, kernel_size, channels, boundary, flux, step_fraction):
+    """Checked configuration shared by the networks: the grid size, the kernel shape, the
+    template flux (Perona-Malik by default) and the initial step fraction."""
+    n = check_int("n", n, minimum=1)
+    shape = _kernel_shape(kernel_size, channels)
+    _check_boundary(boundary, n, shape[-1])
+    flux = PeronaMalik(1.0) if flux is None else flux
+    if not isinstance(flux, AbstractFlux):
+        raise TypeError(f"`flux` must be a jaxpde flux, got {type(flux).__name__}.")
+    return n, shape, flux, _check_fraction("step_fraction", step_fraction, _FRACTION)
+
+
 def _check_boundary(boundary: str, n: int, k: int) -> None:
     """A known boundary, and enough grid points for a neumann stencil of `k` taps."""
     if boundary not in BOUNDARIES:
@@ -159,15 +171,9 @@ class ExtrapolationNetwork(eqx.Module):
         frozen: bool = True,
         key: PRNGKeyArray,
     ):
-        n = check_int("n", n, minimum=1)
+        n, shape, flux, fraction = _trainable_setup(n, kernel_size, channels, boundary, flux, step_fraction)
         num_cycles = check_int("num_cycles", num_cycles, minimum=1)
         cycle_length = check_int("cycle_length", cycle_length, minimum=1)
-        shape = _kernel_shape(kernel_size, channels)
-        _check_boundary(boundary, n, shape[-1])
-        flux = PeronaMalik(1.0) if flux is None else flux
-        if not isinstance(flux, AbstractFlux):
-            raise TypeError(f"`flux` must be a jaxpde flux, got {type(flux).__name__}.")
-        fraction = _check_fraction("step_fraction", step_fraction, _FRACTION)
         kernels = random_kernel(key, (num_cycles, *shape))
         self.operators = eqx.filter_vmap(lambda kernel: Stencil(kernel, n, boundary=boundary))(kernels)
         self.fluxes = _stack(flux, num_cycles)

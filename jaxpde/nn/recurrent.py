@@ -30,15 +30,13 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_int, check_signal
-from ..fluxes import AbstractFlux, PeronaMalik
+from .._checks import check_int, check_rtol, check_signal
+from ..fluxes import AbstractFlux
 from ..operators import Derivative, Stencil
 from ..schemes.implicit import ImplicitScheme, ImplicitSolution, contraction_factor
 from .extrapolation import (
-    _FRACTION,
-    _check_boundary,
     _check_fraction,
-    _kernel_shape,
+    _trainable_setup,
     flux_magnitudes,
     random_kernel,
 )
@@ -100,15 +98,8 @@ class RecurrentImplicitBlock(eqx.Module):
         throw: bool = True,
         key: PRNGKeyArray,
     ):
-        n = check_int("n", n, minimum=1)
-        shape = _kernel_shape(kernel_size, channels)
-        _check_boundary(boundary, n, shape[-1])
-        flux = PeronaMalik(1.0) if flux is None else flux
-        if not isinstance(flux, AbstractFlux):
-            raise TypeError(f"`flux` must be a jaxpde flux, got {type(flux).__name__}.")
-        fraction = _check_fraction("step_fraction", step_fraction, _FRACTION)
-        if rtol is not None and not 0 < rtol < 1:
-            raise ValueError(f"`rtol` must lie in (0, 1) or be None, got {rtol!r}.")
+        n, shape, flux, fraction = _trainable_setup(n, kernel_size, channels, boundary, flux, step_fraction)
+        check_rtol(rtol)
         self.op = Stencil(random_kernel(key, shape), n, boundary=boundary)
         self.flux = flux
         self.theta = jax.device_put(np.asarray(math.log(fraction / (1 - fraction)), self.op.kernel.dtype))

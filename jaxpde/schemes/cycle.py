@@ -61,7 +61,7 @@ def plan_cycles(t_end: float, tau: float, cycles: int) -> tuple[int, float]:
     return n, min(float(tau), 3 * t_end / (cycles * (n * n + n)))
 
 
-def cycle_polynomial(x: np.ndarray, cycle_length: int) -> np.ndarray:
+def cycle_polynomial(x: "float | np.ndarray", cycle_length: int) -> "float | np.ndarray":
     """$q_n(x)$ by the FSI recurrence, in float64 (any real $x$; $|q_n| \\le 1$ on $[0, 2]$)."""
     n = check_int("cycle_length", cycle_length, minimum=0)
     x = np.asarray(x, np.float64)

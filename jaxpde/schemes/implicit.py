@@ -31,7 +31,13 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._checks import check_int, check_signal, concrete_value, positive_array
+from .._checks import (
+    check_int,
+    check_rtol,
+    check_signal,
+    concrete_value,
+    positive_array,
+)
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator
 from ..verify.energy import l2_norm
@@ -128,8 +134,7 @@ class ImplicitScheme(eqx.Module):
         if solver not in SOLVERS:
             raise ValueError(f"`solver` must be one of {SOLVERS}, got {solver!r}.")
         tau = positive_array("tau", tau, "the implicit step is stable for every tau > 0.")
-        if rtol is not None and not 0 < rtol < 1:
-            raise ValueError(f"`rtol` must lie in (0, 1) or be None, got {rtol!r}.")
+        check_rtol(rtol)
         if atol < 0:
             raise ValueError(f"`atol` must be >= 0, got {atol!r}.")
         needs_q = solver != "lagged-diffusivity"

@@ -20,7 +20,13 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
-from .._checks import check_int, check_positive_float, check_signal, positive_array
+from .._checks import (
+    check_int,
+    check_positive_float,
+    check_rtol,
+    check_signal,
+    positive_array,
+)
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator, Derivative, Stencil
 from ..verify.energy import l2_norm
@@ -178,8 +184,7 @@ class SemiImplicitScheme(eqx.Module):
         self.op = op
         self.flux = flux
         self.tau = positive_array("tau", tau, "the semi-implicit step is stable for every tau > 0.")
-        if rtol is not None and not 0 < rtol < 1:
-            raise ValueError(f"`rtol` must lie in (0, 1) or be None, got {rtol!r}.")
+        check_rtol(rtol)
         self.rtol = rtol
         self.max_steps = None if max_steps is None else check_int("max_steps", max_steps, minimum=1)
         self.throw = bool(throw)
