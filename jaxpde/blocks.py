@@ -18,6 +18,15 @@ from .fluxes import AbstractFlux
 from .operators import AbstractOperator
 
 
+def check_operator_and_flux(op, flux) -> None:
+    """A `TypeError` naming the argument unless `op` is a jaxpde operator and `flux` a
+    jaxpde flux."""
+    if not isinstance(op, AbstractOperator):
+        raise TypeError(f"`op` must be a jaxpde operator, got {type(op).__name__}.")
+    if not isinstance(flux, AbstractFlux):
+        raise TypeError(f"`flux` must be a jaxpde flux, got {type(flux).__name__}.")
+
+
 def stable_step_size(op: AbstractOperator, flux: AbstractFlux) -> Float[Array, ""]:
     r"""The largest step size with a stability guarantee, $2 / (L\,\|K\|^2)$.
 
@@ -61,10 +70,7 @@ class DiffusionBlock(eqx.Module):
         *,
         allow_unstable: bool = False,
     ):
-        if not isinstance(op, AbstractOperator):
-            raise TypeError(f"`op` must be a jaxpde operator, got {type(op).__name__}.")
-        if not isinstance(flux, AbstractFlux):
-            raise TypeError(f"`flux` must be a jaxpde flux, got {type(flux).__name__}.")
+        check_operator_and_flux(op, flux)
         tau = positive_array("tau", tau, "the step size must be a finite number > 0.")
         if not allow_unstable:
             bound = stable_step_size(op, flux)

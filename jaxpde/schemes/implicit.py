@@ -38,6 +38,7 @@ from .._checks import (
     concrete_value,
     positive_array,
 )
+from ..blocks import check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator
 from ..verify.energy import l2_norm
@@ -127,10 +128,7 @@ class ImplicitScheme(eqx.Module):
         throw: bool = True,
         allow_nonconvergent: bool = False,
     ):
-        if not isinstance(op, AbstractOperator):
-            raise TypeError(f"`op` must be a jaxpde operator, got {type(op).__name__}.")
-        if not isinstance(flux, AbstractFlux):
-            raise TypeError(f"`flux` must be a jaxpde flux, got {type(flux).__name__}.")
+        check_operator_and_flux(op, flux)
         if solver not in SOLVERS:
             raise ValueError(f"`solver` must be one of {SOLVERS}, got {solver!r}.")
         tau = positive_array("tau", tau, "the implicit step is stable for every tau > 0.")

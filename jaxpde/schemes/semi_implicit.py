@@ -27,6 +27,7 @@ from .._checks import (
     check_signal,
     positive_array,
 )
+from ..blocks import check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator, Derivative, Stencil
 from ..verify.energy import l2_norm
@@ -177,10 +178,7 @@ class SemiImplicitScheme(eqx.Module):
         max_steps: int | None = None,
         throw: bool = True,
     ):
-        if not isinstance(op, AbstractOperator):
-            raise TypeError(f"`op` must be a jaxpde operator, got {type(op).__name__}.")
-        if not isinstance(flux, AbstractFlux):
-            raise TypeError(f"`flux` must be a jaxpde flux, got {type(flux).__name__}.")
+        check_operator_and_flux(op, flux)
         self.op = op
         self.flux = flux
         self.tau = positive_array("tau", tau, "the semi-implicit step is stable for every tau > 0.")
