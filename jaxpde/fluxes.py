@@ -342,6 +342,14 @@ _Q_SERIES_TERMS = 30
 _Q_FRACTION_TERMS = 50
 
 
+def frozen_diffusivity(values: ArrayLike) -> Frozen:
+    r"""A `Frozen` flux with the given diffusivity values $g \ge 0$ (the linear flux
+    $\Phi(s) = G s$, $G = \operatorname{diag}(g)$; sector bound $\max g$)."""
+    values = jnp.asarray(values)
+    template = Frozen(Linear(1.0), jnp.zeros(values.shape, values.dtype))
+    return eqx.tree_at(lambda f: (f.values, f.bound), template, (values, jnp.max(values)))
+
+
 @jax.custom_jvp
 def _gammaincc_three_quarters(z: Array) -> Array:
     r"""$Q(\frac34, z) = \Gamma(\frac34, z)/\Gamma(\frac34)$ for $z > 0$, with fixed iteration counts.

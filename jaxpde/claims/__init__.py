@@ -27,6 +27,11 @@ from .implicit import (
 )
 from .invariants import MASS_CONSERVATION, MAX_MIN_PRINCIPLE
 from .lipschitz import BLOCK_LIPSCHITZ, STABLE_NOT_NONEXPANSIVE
+from .multigrid import (
+    MULTIGRID_CONTRACTION,
+    MULTIGRID_UNET,
+    SEMI_IMPLICIT_MULTIGRID_STABILITY,
+)
 from .operators import DERIVATIVE_NORM, SPECTRAL_NORM_BOUNDS
 from .registry import QUICK as QUICK
 from .registry import THOROUGH as THOROUGH
@@ -45,6 +50,12 @@ SCHEME_CLAIMS: tuple[Claim, ...] = (
     FIXED_POINT_CONTRACTION,
 )
 
+MULTIGRID_CLAIMS: tuple[Claim, ...] = (
+    MULTIGRID_CONTRACTION,
+    MULTIGRID_UNET,
+    SEMI_IMPLICIT_MULTIGRID_STABILITY,
+)
+
 CLAIMS: tuple[Claim, ...] = (
     DERIVATIVE_NORM,
     SPECTRAL_NORM_BOUNDS,
@@ -58,6 +69,7 @@ CLAIMS: tuple[Claim, ...] = (
     ENERGY_DESCENT,
     LYAPUNOV_FUNCTIONALS,
     *SCHEME_CLAIMS,
+    *MULTIGRID_CLAIMS,
 )
 
 

@@ -1,6 +1,7 @@
 """Time-stepping schemes built from diffusion blocks: explicit, FED and FSI cycles,
-the fully implicit and the semi-implicit step."""
+the fully implicit and the semi-implicit step, and the multigrid solver of its system."""
 
+from .banded import BandedStencil as BandedStencil
 from .cycle import cycle_length_for as cycle_length_for
 from .cycle import cycle_polynomial as cycle_polynomial
 from .cycle import cycle_time as cycle_time
@@ -22,6 +23,16 @@ from .implicit import ImplicitScheme as ImplicitScheme
 from .implicit import ImplicitSolution as ImplicitSolution
 from .implicit import contraction_factor as contraction_factor
 from .implicit import implicit_residual as implicit_residual
+from .multigrid import Multigrid as Multigrid
+from .multigrid import MultigridHierarchy as MultigridHierarchy
+from .multigrid import MultigridSolution as MultigridSolution
+from .multigrid import diffusion_stencil as diffusion_stencil
+from .multigrid import energy_norm as energy_norm
+from .multigrid import error_propagation as error_propagation
+from .multigrid import full_multigrid as full_multigrid
+from .multigrid import multigrid_cycle as multigrid_cycle
+from .multigrid import prolong as prolong
+from .multigrid import restrict as restrict
 from .rollout import rollout as rollout
 from .semi_implicit import SemiImplicitScheme as SemiImplicitScheme
 from .semi_implicit import diffusion_system as diffusion_system

@@ -13,6 +13,8 @@ Reference: Weickert, Romeny, Viergever, "Efficient and reliable schemes for nonl
 diffusion filtering", IEEE TIP 1998; arXiv:2103.15419, Section 5.
 """
 
+import dataclasses
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -31,6 +33,7 @@ from ..blocks import check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator, Derivative, Stencil
 from ..verify.energy import l2_norm
+from .multigrid import Multigrid, diffusion_stencil, single_channel_stencil
 from .rollout import rollout
 
 
@@ -101,15 +104,18 @@ def solve_diffusion_system(
     rtol: float | Float[Array, ""] | None = None,
     max_steps: int | None = None,
     throw: bool = True,
+    multigrid: Multigrid | None = None,
 ) -> LinearSolution:
-    """Solve $(I + \\tau K^\\top G K)\\,x = $ `rhs` (see `diffusion_system`). Conjugate
-    gradients stop at a Euclidean residual of `rtol * ||rhs||` (`None`: `default_rtol` with
-    `condition_bound`) or after `max_steps` (`None`: 10 times the unknowns); the result is
-    `successful` when the recomputed residual is within twice that. Differentiable: the
-    solve is a `jax.lax.custom_linear_solve`, so tangents and cotangents are solved with
-    the same rule for their own right-hand sides."""
+    r"""Solve $(I + \tau K^\top G K)\,x = $ `rhs` (see `diffusion_system`). The iterative
+    solvers, conjugate gradients or `multigrid` cycles (for single-channel stencils), stop at
+    a Euclidean residual of `rtol * ||rhs||` (`None`: `default_rtol` with `condition_bound`)
+    or after `max_steps` (`None`: 10 times the unknowns for CG, the configuration's
+    `max_cycles` for multigrid); the result is `successful` when the recomputed residual is
+    within twice that. Differentiable: the iterative solve is a
+    `jax.lax.custom_linear_solve`, so tangents and cotangents are solved with the same rule
+    for their own right-hand sides."""
     structure = jax.ShapeDtypeStruct(rhs.shape, rhs.dtype)
-    system = diffusion_system(op, flux, tau, structure)
+    system = diffusion_system(op, flux, tau, structure) if multigrid is None else None
     if isinstance(system, lx.TridiagonalLinearOperator):
         x = lx.linear_solve(system, rhs, lx.Tridiagonal(), throw=throw).value
         residual = l2_norm(rhs - system.mv(x))
@@ -118,18 +124,30 @@ def solve_diffusion_system(
     else:
         if rtol is None:
             rtol = default_rtol(rhs.dtype, condition_bound(op, flux.sector_bound(), tau))
-        max_steps = 10 * rhs.size if max_steps is None else max_steps
-
-        def solve(matvec, b):
-            operator = lx.FunctionLinearOperator(matvec, structure, system.tags)
-            solution = lx.linear_solve(operator, b, euclidean_cg(rtol, b, max_steps), throw=False)
-            return solution.value, solution.stats["num_steps"]
 
         def matvec(v):
             return v + tau.astype(v.dtype) * op.T(flux(op(v)))
 
+        if multigrid is None:
+            max_steps = 10 * rhs.size if max_steps is None else max_steps
+
+            def solve(matvec, b):
+                operator = lx.FunctionLinearOperator(matvec, structure, system.tags)
+                solution = lx.linear_solve(operator, b, euclidean_cg(rtol, b, max_steps), throw=False)
+                return solution.value, solution.stats["num_steps"]
+        else:
+            if max_steps is not None:
+                multigrid = dataclasses.replace(multigrid, max_cycles=max_steps)
+            banded = diffusion_stencil(op, flux, tau)
+            hierarchy = multigrid.hierarchy(banded)
+
+            def solve(matvec, b):
+                del matvec  # the cycles use the levels of the same matrix
+                solution = multigrid.solve(banded, b, hierarchy=hierarchy, rtol=jax.lax.stop_gradient(rtol), throw=False)
+                return solution.value, solution.cycles
+
         x, steps = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True, has_aux=True)
-        residual = l2_norm(rhs - system.mv(x))
+        residual = l2_norm(rhs - matvec(x))
         ok = residual <= 2 * jax.lax.stop_gradient(rtol) * l2_norm(rhs)
     result = lx.RESULTS.where(ok, lx.RESULTS.successful, lx.RESULTS.max_steps_reached)
     if throw:
@@ -158,6 +176,8 @@ class SemiImplicitScheme(eqx.Module):
       residual relative to the right-hand side; `None`: $1000\\varepsilon(1 + \\tau L\\||K|\\|^2)$,
       what rounding lets the solver reach) and step limit (`None`: 10 times the unknowns);
       unused when the system is tridiagonal.
+    - `multigrid`: solve with these multigrid cycles (`jaxpde.schemes.Multigrid`; for
+      single-channel stencils) instead of lineax; `max_steps` then limits the cycles.
     - `throw`: raise when the linear solve fails (otherwise return its iterate).
     """
 
@@ -167,6 +187,7 @@ class SemiImplicitScheme(eqx.Module):
     rtol: float | None = eqx.field(static=True)
     max_steps: int | None = eqx.field(static=True)
     throw: bool = eqx.field(static=True)
+    multigrid: Multigrid | None
 
     def __init__(
         self,
@@ -177,8 +198,13 @@ class SemiImplicitScheme(eqx.Module):
         rtol: float | None = None,
         max_steps: int | None = None,
         throw: bool = True,
+        multigrid: Multigrid | None = None,
     ):
         check_operator_and_flux(op, flux)
+        if multigrid is not None:
+            if not isinstance(multigrid, Multigrid):
+                raise TypeError(f"`multigrid` must be a `jaxpde.schemes.Multigrid` or None, got {type(multigrid).__name__}.")
+            single_channel_stencil(op)
         self.op = op
         self.flux = flux
         self.tau = positive_array("tau", tau, "the semi-implicit step is stable for every tau > 0.")
@@ -186,13 +212,15 @@ class SemiImplicitScheme(eqx.Module):
         self.rtol = rtol
         self.max_steps = None if max_steps is None else check_int("max_steps", max_steps, minimum=1)
         self.throw = bool(throw)
+        self.multigrid = multigrid
 
     def solve_step(self, u: Float[Array, "*shape"]) -> LinearSolution:
         """One step, with its result code, solver steps and residual."""
         check_signal("u", u, self.op.in_shape)
         frozen = Frozen(self.flux, self.op(u))
         return solve_diffusion_system(
-            self.op, frozen, self.tau, u, rtol=self.rtol, max_steps=self.max_steps, throw=self.throw
+            self.op, frozen, self.tau, u, rtol=self.rtol, max_steps=self.max_steps, throw=self.throw,
+            multigrid=self.multigrid,
         )
 
     def __call__(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:

@@ -1,0 +1,436 @@
+r"""Geometric multigrid for the semi-implicit system $(I + \tau K^\top G K)\,x = f$.
+
+Every level $\ell$ holds a banded stencil $A_\ell$ (`BandedStencil`); $A_0$ is the system
+itself and $A_{\ell+1} = R_\ell A_\ell P_\ell$ its Galerkin coarse operator. The transfers
+are convolutions with stride 2: the prolongation $P$ is a transposed convolution with the
+kernel $p = (\tfrac12, 1, \tfrac12)$ (linear interpolation), the restriction
+$R = P^\top / 2$ a strided convolution with $(\tfrac14, \tfrac12, \tfrac14)$ (full
+weighting). A cycle on level $\ell$ is
+
+$$x \leftarrow S_\ell^{\nu_1}(x, f), \quad
+e \leftarrow \text{cycle}_{\ell+1}^{\gamma}(0, R(f - A_\ell x)), \quad
+x \leftarrow x + P e, \quad x \leftarrow \tilde S_\ell^{\nu_2}(x, f),$$
+
+with a dense Cholesky solve on the coarsest level; $\gamma = 1$ is the V-cycle,
+$\gamma = 2$ the W-cycle. The smoothers are residual blocks
+$x \leftarrow x + \omega M D^{-1}(f - A x)$: damped Jacobi ($M = I$,
+$\omega = 2\theta / \max_i \sum_j |a_{ij}| / a_{ii}$) and red-black Gauss-Seidel ($M$
+selects one colour at a time, $\omega = 2\theta$; a band of half-width $b$ takes
+$b + 1$ colours or more, so that points of one colour never couple). For every
+$\theta \in (0, 1)$ a sweep contracts the error in the energy norm
+$\|e\|_A = \sqrt{e^\top A e}$, and with $R \propto P^\top$ the coarse-grid correction is
+the $A$-orthogonal projection onto the complement of $\operatorname{range} P$, so a cycle
+contracts: $\|E\|_A < 1$ (`proofs/multigrid-contraction.md`). The post-smoother runs the
+colours and the weights in reverse, which makes $E$ self-adjoint in the energy inner
+product.
+
+Reference: Alt, Peter, Weickert, Schrader, arXiv:2103.15419, Section 6; Briggs, Henson,
+McCormick, "A Multigrid Tutorial", SIAM 2000; Hackbusch, "Multi-Grid Methods and
+Applications", Springer 1985.
+"""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import jax.scipy.linalg as jsl
+import lineax as lx
+import numpy as np
+from jaxtyping import Array, ArrayLike, Float, Int
+
+from .._checks import as_float_array, check_int, check_rtol, check_signal
+from ..fluxes import Frozen, Linear
+from ..operators import AbstractOperator, Derivative, Stencil
+from ..verify.energy import l2_norm
+from .banded import BandedStencil
+
+# Prolongation kernels (transposed convolutions with stride 2): interpolation of order 2
+# and 4. Fourth-order problems need the cubic one (the orders of the transfers must
+# exceed the order 2m of the equation; linear interpolation gives a factor near 0.75).
+# Each comes with the extension of a non-periodic coarse signal beyond its ends that keeps
+# the kernel of the neumann derivative interpolated exactly: constants for linear
+# interpolation ("edge"), linear functions for cubic ("odd" reflection, x_{-k} = 2x_0 - x_k).
+INTERPOLATIONS = {
+    "linear": ((0.5, 1.0, 0.5), "edge"),
+    "cubic": ((-1 / 16, 0.0, 9 / 16, 1.0, 9 / 16, 0.0, -1 / 16), "odd"),
+}
+EXTENSIONS = ("wrap", "edge", "odd")
+SMOOTHERS = ("jacobi", "red-black")
+CYCLES = {"V": 1, "W": 2}
+# The coarsest level is solved by a dense Cholesky factorisation of at most this size.
+DENSE_LIMIT = 1024
+DEFAULT_WEIGHTS = {"jacobi": 2 / 3, "red-black": 1 / 2}
+
+
+def default_interpolation(bandwidth: int) -> str:
+    """Linear interpolation for second-order systems (bandwidth 1), cubic otherwise."""
+    return "linear" if bandwidth <= 1 else "cubic"
+
+
+def coarse_size(n: int, periodic: bool) -> int | None:
+    """The points of the next coarser grid (the even-indexed fine points), or `None` when a
+    periodic grid of odd size cannot be halved."""
+    if periodic:
+        return n // 2 if n % 2 == 0 else None
+    return (n + 1) // 2
+
+
+def coarse_bandwidth(bandwidth: int, kernel_size: int) -> int:
+    r"""The half-width of $RAP$: $\lfloor (b + 2w) / 2 \rfloor$ for kernels of $2w + 1$ taps
+    (row $I$ of $R$ and column $J$ of $P$ meet fine points within $w$ of $2I$ and $2J$)."""
+    return (bandwidth + kernel_size - 1) // 2
+
+
+def level_sizes(n: int, bandwidth: int, periodic: bool, coarsest: int, kernel_size: int = 3) -> tuple[int, ...]:
+    """The grid sizes from fine to coarse: halve while the grid has more than `coarsest`
+    points and the coarse grid can be formed (a periodic grid must be even and keep at
+    least $2b + 1$ points for its band). A `ValueError` names the fix when the coarsest grid
+    would be too large to solve densely."""
+    sizes = [n]
+    while sizes[-1] > coarsest:
+        smaller = coarse_size(sizes[-1], periodic)
+        bandwidth = coarse_bandwidth(bandwidth, kernel_size)
+        if smaller is None or smaller < 2 or (periodic and smaller < 2 * bandwidth + 1):
+            break
+        sizes.append(smaller)
+    if sizes[-1] > DENSE_LIMIT:
+        raise ValueError(
+            f"cannot form the coarse levels of a periodic grid of n = {n} points: halving stops at "
+            f"{sizes[-1]} > {DENSE_LIMIT} points, too many for the coarsest (dense) solve. Use "
+            f"n = 2^k q with an odd q <= {DENSE_LIMIT}, or boundary='neumann'."
+        )
+    return tuple(sizes)
+
+
+def prolong(kernel: Float[Array, " taps"], coarse: Float[Array, " nc"], n: int, extension: str) -> Float[Array, " n"]:
+    r"""The transposed convolution with stride 2 and kernel $p_{-w}, \dots, p_w$:
+    $y_i = \sum_I p_{i - 2I}\, x_I$, where the coarse signal is extended beyond its ends
+    by `extension`: `"wrap"` (periodic), `"edge"` (constant) or `"odd"` (odd reflection,
+    $x_{-k} = 2x_0 - x_k$); `n` is $2n_c$ or $2n_c - 1$."""
+    w = (kernel.shape[0] - 1) // 2
+    ghosts = (w + 1) // 2
+    if extension == "odd":
+        extended = jnp.pad(coarse, (ghosts, ghosts), mode="reflect", reflect_type="odd")
+    else:
+        extended = jnp.pad(coarse, (ghosts, ghosts), mode=extension)
+    upsampled = jnp.stack([extended, jnp.zeros_like(extended)], axis=-1).reshape(-1)  # x_I at 2(I + ghosts)
+    kernel = kernel.astype(coarse.dtype)
+    start = 2 * ghosts
+    taps = [kernel[j + w] * upsampled[start - j : start - j + n] for j in range(-w, w + 1)]
+    return sum(taps[1:], start=taps[0])
+
+
+def restrict(kernel: Float[Array, " taps"], fine: Float[Array, " n"], coarse_n: int, extension: str) -> Float[Array, " nc"]:
+    r"""The strided convolution that is the exact adjoint of `prolong` with the same kernel
+    (boundary extension included). With $r = p / 2$ it is $P^\top / 2$: full weighting
+    $(\tfrac14, \tfrac12, \tfrac14)$ for linear interpolation."""
+    structure = jax.ShapeDtypeStruct((coarse_n,), fine.dtype)
+    (coarse,) = jax.linear_transpose(lambda x: prolong(kernel, x, fine.shape[0], extension), structure)(fine)
+    return coarse
+
+
+def galerkin(A: BandedStencil, prolongation: Float[Array, " taps"], coarse_n: int, extension: str) -> BandedStencil:
+    r"""The Galerkin coarse operator $R A P$ with $R = P^\top / 2$, as a banded stencil
+    (`coarse_bandwidth` wide; symmetric positive definite when $A$ is and $P$ is injective)."""
+    def matvec(x):
+        return restrict(prolongation / 2, A(prolong(prolongation, x, A.n, extension)), coarse_n, extension)
+
+    bandwidth = coarse_bandwidth(A.bandwidth, prolongation.shape[0])
+    return BandedStencil.from_matvec(matvec, coarse_n, bandwidth, A.periodic, A.diagonals.dtype)
+
+
+def colours(n: int, bandwidth: int, periodic: bool) -> int:
+    """The number of colours $c$ of the multicolour Gauss-Seidel sweep: points $i \\equiv j
+    \\pmod c$ share a colour, and no two of them couple: $c = b + 1$ (red-black for a
+    tridiagonal band), for a periodic band the smallest divisor of $n$ that is at least
+    $b + 1$."""
+    if not periodic:
+        return bandwidth + 1
+    return next(c for c in range(bandwidth + 1, n + 1) if n % c == 0)
+
+
+def smooth(
+    A: BandedStencil, x: Float[Array, " n"], f: Float[Array, " n"], weights: Float[Array, " sweeps"],
+    smoother: str, *, reverse: bool = False, kernel: Float[Array, ""] | None = None,
+) -> Float[Array, " n"]:
+    r"""`len(weights)` smoothing sweeps $x \leftarrow x + \omega M D^{-1}(f - Ax)$, with
+    relative weights $\theta \in (0, 1)$ (see the module docstring); `reverse` runs the
+    weights and the colours backwards (the adjoint sweep in the energy inner product).
+
+    Jacobi only: `kernel` $= s$, $|s| < 1/2$, smooths the scaled residual with the
+    symmetric positive definite stencil $S = (s, 1, s)$, $M = D^{-1/2} S D^{-1/2}$, and
+    $\omega = 2\theta / ((1 + 2|s|) \max_i \sum_j |a_{ij}| / a_{ii})$, so that the sweep still
+    contracts in the energy norm ($\|S\| \le 1 + 2|s|$)."""
+    sweeps = weights.shape[0]
+    if sweeps == 0:
+        return x
+    inverse_diagonal = 1 / A.diagonal.astype(x.dtype)
+    if smoother == "jacobi":
+        scale, count = 2 / A.gershgorin().astype(x.dtype), 1
+    else:
+        scale, count = jnp.asarray(2, x.dtype), colours(A.n, A.bandwidth, A.periodic)
+    if kernel is not None:
+        if smoother != "jacobi":
+            raise ValueError("a smoothing `kernel` needs smoother='jacobi'.")
+        tap = kernel.astype(x.dtype)
+        scale = scale / (1 + 2 * jnp.abs(tap))
+        root = jnp.sqrt(inverse_diagonal)
+        mode = "wrap" if A.periodic else "constant"
+
+        def precondition(r):
+            scaled = jnp.pad(root * r, (1, 1), mode=mode)
+            return root * (scaled[1:-1] + tap * (scaled[:-2] + scaled[2:]))
+    else:
+
+        def precondition(r):
+            return inverse_diagonal * r
+
+    points = jnp.arange(A.n) % count
+
+    def sweep(k, x):
+        index, c = k // count, k % count
+        if reverse:
+            index, c = sweeps - 1 - index, count - 1 - c
+        update = scale * weights[index].astype(x.dtype) * precondition(f - A(x))
+        return x + jnp.where(points == c, update, 0)
+
+    return jax.lax.fori_loop(0, sweeps * count, sweep, x)
+
+
+class MultigridHierarchy(eqx.Module):
+    """The levels of a multigrid solver for one system: the banded operators from fine to
+    coarse, the prolongation kernel of each transfer, the relative smoothing weights
+    (pre and post, one row per smoothed level) and the Cholesky factor of the coarsest
+    operator."""
+
+    operators: tuple[BandedStencil, ...]
+    prolongations: Float[Array, "transfers taps"]
+    pre_weights: Float[Array, "transfers pre"]
+    post_weights: Float[Array, "transfers post"]
+    coarse_factor: Float[Array, "nc nc"]
+    smoother: str = eqx.field(static=True)
+    extension: str = eqx.field(static=True)
+
+    @property
+    def sizes(self) -> tuple[int, ...]:
+        return tuple(A.n for A in self.operators)
+
+    def coarse_solve(self, f: Float[Array, " nc"]) -> Float[Array, " nc"]:
+        return jsl.cho_solve((self.coarse_factor.astype(f.dtype), True), f)
+
+
+def build_hierarchy(
+    A: BandedStencil,
+    prolongations: Float[Array, "transfers taps"],
+    pre_weights: Float[Array, "transfers pre"],
+    post_weights: Float[Array, "transfers post"],
+    smoother: str,
+    extension: str,
+) -> MultigridHierarchy:
+    """Galerkin operators for the given transfers (one level more than `prolongations`
+    has rows; `extension` is forced to `"wrap"` for a periodic `A`), and the Cholesky
+    factor of the coarsest one."""
+    extension = "wrap" if A.periodic else extension
+    operators = [A]
+    for kernel in prolongations:
+        operators.append(galerkin(operators[-1], kernel, coarse_size(operators[-1].n, A.periodic), extension))
+    factor = jnp.linalg.cholesky(operators[-1].as_matrix())
+    return MultigridHierarchy(tuple(operators), prolongations, pre_weights, post_weights, factor, smoother, extension)
+
+
+def multigrid_cycle(
+    hierarchy: MultigridHierarchy, x: Float[Array, " n"], f: Float[Array, " n"], *, gamma: int = 1, level: int = 0
+) -> Float[Array, " n"]:
+    """One cycle from `level` down: $\\gamma = 1$ the V-cycle, $\\gamma = 2$ the W-cycle (the
+    $\\gamma$ coarse visits run in a `fori_loop`, so the trace stays linear in the levels)."""
+    if level == len(hierarchy.operators) - 1:
+        return hierarchy.coarse_solve(f)
+    A, kernel = hierarchy.operators[level], hierarchy.prolongations[level]
+    coarse_n = hierarchy.operators[level + 1].n
+    x = smooth(A, x, f, hierarchy.pre_weights[level], hierarchy.smoother)
+    coarse_f = restrict(kernel / 2, f - A(x), coarse_n, hierarchy.extension)
+
+    def visit(_, e):
+        return multigrid_cycle(hierarchy, e, coarse_f, gamma=gamma, level=level + 1)
+
+    error = jnp.zeros_like(coarse_f)
+    error = visit(0, error) if gamma == 1 else jax.lax.fori_loop(0, gamma, visit, error)
+    x = x + prolong(kernel, error, A.n, hierarchy.extension)
+    return smooth(A, x, f, hierarchy.post_weights[level], hierarchy.smoother, reverse=True)
+
+
+def full_multigrid(hierarchy: MultigridHierarchy, f: Float[Array, " n"], *, gamma: int = 1) -> Float[Array, " n"]:
+    """The full-multigrid start: restrict $f$ to every level, solve on the coarsest, then on
+    each finer level interpolate and run one cycle."""
+    rhs = [f]
+    for level, kernel in enumerate(hierarchy.prolongations):
+        rhs.append(restrict(kernel / 2, rhs[-1], hierarchy.operators[level + 1].n, hierarchy.extension))
+    x = hierarchy.coarse_solve(rhs[-1])
+    for level in range(len(hierarchy.prolongations) - 1, -1, -1):
+        A = hierarchy.operators[level]
+        x = prolong(hierarchy.prolongations[level], x, A.n, hierarchy.extension)
+        x = multigrid_cycle(hierarchy, x, rhs[level], gamma=gamma, level=level)
+    return x
+
+
+class MultigridSolution(eqx.Module):
+    """The solution `value`, lineax's `result` code, the number of `cycles` run, the final
+    Euclidean `residual` $\\|f - Ax\\|$ and the relative residual `history`
+    $\\|f - Ax_k\\| / \\|f\\|$ for $k = 0, \\dots,$ `cycles` (NaN beyond)."""
+
+    value: Array
+    result: lx.RESULTS
+    cycles: Int[Array, ""]
+    residual: Float[Array, ""]
+    history: Float[Array, " max_cycles_plus_one"]
+
+
+def single_channel_stencil(op: AbstractOperator) -> Stencil:
+    """The stencil of `op`, or a `TypeError` when multigrid cannot use it."""
+    stencil = op.stencil if isinstance(op, Derivative) else op
+    if not isinstance(stencil, Stencil) or stencil.kernel.ndim != 1:
+        raise TypeError(
+            "multigrid needs `op` to be a single-channel `jaxpde.Stencil` or `jaxpde.Derivative` "
+            f"(its system is a banded stencil), got {type(op).__name__}"
+            + ("" if not isinstance(stencil, Stencil) else f" with kernel shape {stencil.kernel.shape}") + "."
+        )
+    return stencil
+
+
+def diffusion_stencil(op: AbstractOperator, flux: Frozen | Linear, tau: ArrayLike) -> BandedStencil:
+    r"""$I + \tau K^\top G K$ as a banded stencil, for a single-channel stencil $K$ with $k$
+    taps (bandwidth $k - 1$; periodic when $K$ is) and a linear flux $\Phi(s) = G s$: a
+    frozen diffusivity (`jaxpde.fluxes.Frozen`) or `jaxpde.fluxes.Linear`."""
+    if not isinstance(flux, (Frozen, Linear)):
+        raise TypeError(
+            "`flux` must be linear, `jaxpde.fluxes.Frozen(flux, K u)` (the semi-implicit system) or "
+            f"`jaxpde.fluxes.Linear`, got {type(flux).__name__}; freeze a nonlinear flux first."
+        )
+    stencil = single_channel_stencil(op)
+    tau = as_float_array(tau)
+    dtype = jnp.result_type(stencil.kernel.dtype, tau.dtype)
+
+    def matvec(v):
+        return v + tau.astype(v.dtype) * op.T(flux(op(v)))
+
+    return BandedStencil.from_matvec(matvec, op.in_shape[0], stencil.size - 1, stencil.boundary == "periodic", dtype)
+
+
+class Multigrid(eqx.Module):
+    """A geometric multigrid solver (configuration; all fields static).
+
+    **Arguments:**
+
+    - `smoother`: `"jacobi"` (damped Jacobi) or `"red-black"` (multicolour Gauss-Seidel).
+    - `pre_smoothing`, `post_smoothing`: sweeps $\\nu_1, \\nu_2$ before and after the
+      coarse-grid correction (V(2,2) by default).
+    - `cycle`: `"V"` or `"W"`.
+    - `weight`: the relative damping $\\theta \\in (0, 1)$ of every sweep (`None`: 2/3 for
+      Jacobi, which is $\\omega = 2/3$ for the Laplacian, and 1/2 for Gauss-Seidel, $\\omega = 1$).
+    - `interpolation`: `"linear"` or `"cubic"` prolongation (`None`: linear for $m = 1$,
+      cubic for wider systems such as $m = 2$); the restriction is its adjoint over 2.
+    - `coarsest`: stop coarsening at this many points or fewer.
+    - `rtol`: stop at $\\|f - Ax\\| \\le$ `rtol` $\\|f\\|$ (`None`: $1000\\varepsilon$ times the largest
+      absolute row sum of $A$, what rounding lets the cycles reach).
+    - `max_cycles`: the most cycles; the result is `max_steps_reached` after them.
+    - `full_multigrid`: start from the full-multigrid approximation (when no `x0` is given).
+    - `throw`: raise when the tolerance is not reached.
+    """
+
+    smoother: str = eqx.field(static=True, default="red-black")
+    pre_smoothing: int = eqx.field(static=True, default=2)
+    post_smoothing: int = eqx.field(static=True, default=2)
+    cycle: str = eqx.field(static=True, default="V")
+    weight: float | None = eqx.field(static=True, default=None)
+    interpolation: str | None = eqx.field(static=True, default=None)
+    coarsest: int = eqx.field(static=True, default=16)
+    rtol: float | None = eqx.field(static=True, default=None)
+    max_cycles: int = eqx.field(static=True, default=50)
+    full_multigrid: bool = eqx.field(static=True, default=True)
+    throw: bool = eqx.field(static=True, default=True)
+
+    def __check_init__(self):
+        if self.smoother not in SMOOTHERS:
+            raise ValueError(f"`smoother` must be one of {SMOOTHERS}, got {self.smoother!r}.")
+        if self.cycle not in CYCLES:
+            raise ValueError(f"`cycle` must be 'V' or 'W', got {self.cycle!r}.")
+        check_int("pre_smoothing", self.pre_smoothing, minimum=0)
+        check_int("post_smoothing", self.post_smoothing, minimum=0)
+        if self.pre_smoothing + self.post_smoothing == 0:
+            raise ValueError("`pre_smoothing + post_smoothing` must be at least 1 (a cycle needs a smoother).")
+        if self.weight is not None and not 0 < self.weight < 1:
+            raise ValueError(
+                f"`weight` must lie in (0, 1) (relative damping; every sweep then contracts), got {self.weight!r}."
+            )
+        if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"`interpolation` must be one of {tuple(INTERPOLATIONS)} or None, got {self.interpolation!r}.")
+        check_int("coarsest", self.coarsest, minimum=2)
+        check_int("max_cycles", self.max_cycles, minimum=1)
+        check_rtol(self.rtol)
+
+    @property
+    def relative_weight(self) -> float:
+        return DEFAULT_WEIGHTS[self.smoother] if self.weight is None else self.weight
+
+    def hierarchy(self, A: BandedStencil) -> MultigridHierarchy:
+        """The levels for the system `A`: the interpolation, Galerkin operators."""
+        kernel, extension = INTERPOLATIONS[self.interpolation or default_interpolation(A.bandwidth)]
+        sizes = level_sizes(A.n, A.bandwidth, A.periodic, self.coarsest, len(kernel))
+        transfers = len(sizes) - 1
+        dtype = A.diagonals.dtype
+        prolongations = jnp.tile(jnp.asarray(kernel, dtype), (transfers, 1))
+        pre = jnp.full((transfers, self.pre_smoothing), self.relative_weight, dtype)
+        post = jnp.full((transfers, self.post_smoothing), self.relative_weight, dtype)
+        return build_hierarchy(A, prolongations, pre, post, self.smoother, extension)
+
+    def default_rtol(self, A: BandedStencil, dtype) -> Array:
+        row_sum = jnp.max(jnp.sum(jnp.abs(A.diagonals), axis=0)).astype(dtype)
+        return 1000 * float(np.finfo(dtype).eps) * row_sum
+
+    def solve(
+        self, A: BandedStencil, f: Float[Array, " n"], x0: Float[Array, " n"] | None = None,
+        *, hierarchy: MultigridHierarchy | None = None, rtol: float | Float[Array, ""] | None = None,
+        throw: bool | None = None,
+    ) -> MultigridSolution:
+        """Cycles from `x0` (`None`: the full-multigrid start, or zero) until the relative
+        residual is at most `rtol` or `max_cycles` have run. `hierarchy` reuses levels
+        built by `self.hierarchy(A)`; `rtol` and `throw` override the configuration."""
+        check_signal("f", f, (A.n,))
+        hierarchy = self.hierarchy(A) if hierarchy is None else hierarchy
+        gamma = CYCLES[self.cycle]
+        if x0 is None:
+            x0 = full_multigrid(hierarchy, f, gamma=gamma) if self.full_multigrid else jnp.zeros_like(f)
+        else:
+            check_signal("x0", x0, (A.n,))
+        rtol = self.rtol if rtol is None else rtol
+        rtol = self.default_rtol(A, f.dtype) if rtol is None else jnp.asarray(rtol, f.dtype)
+        scale = jnp.maximum(l2_norm(f), jnp.finfo(f.dtype).tiny)
+        history = jnp.full(self.max_cycles + 1, jnp.nan, f.dtype)
+        first = l2_norm(f - A(x0)) / scale
+        history = history.at[0].set(first)
+
+        def unfinished(carry):
+            _, k, relative, _ = carry
+            return (k < self.max_cycles) & (relative > rtol) & jnp.isfinite(relative)
+
+        def step(carry):
+            x, k, _, history = carry
+            x = multigrid_cycle(hierarchy, x, f, gamma=gamma)
+            relative = l2_norm(f - A(x)) / scale
+            return x, k + 1, relative, history.at[k + 1].set(relative)
+
+        x, cycles, relative, history = jax.lax.while_loop(unfinished, step, (x0, jnp.array(0), first, history))
+        ok = relative <= rtol
+        result = lx.RESULTS.where(ok, lx.RESULTS.successful, lx.RESULTS.max_steps_reached)
+        if self.throw if throw is None else throw:
+            x = result.error_if(x, ~ok)
+        return MultigridSolution(x, result, cycles, relative * scale, history)
+
+
+def energy_norm(A: BandedStencil, e: Float[Array, " n"]) -> Float[Array, ""]:
+    """$\\|e\\|_A = \\sqrt{e^\\top A e}$."""
+    return jnp.sqrt(jnp.maximum(jnp.vdot(e, A(e)), 0))
+
+
+def error_propagation(hierarchy: MultigridHierarchy, e: Float[Array, " n"], *, gamma: int = 1) -> Float[Array, " n"]:
+    """$E e$: one cycle applied to the error $e$ (the cycle with $f = 0$ and $x = e$)."""
+    return multigrid_cycle(hierarchy, e, jnp.zeros_like(e), gamma=gamma)
