@@ -1,5 +1,6 @@
 """What every benchmark script records about the machine it ran on."""
 
+import math
 import os
 import pathlib
 import platform
@@ -34,3 +35,18 @@ def machine() -> dict:
         "jax": jax.__version__,
         "numpy": np.__version__,
     }
+
+
+def finite_json(value):
+    """`value` with NumPy scalars as Python numbers and non-finite floats as null."""
+    if isinstance(value, dict):
+        return {str(k): finite_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite_json(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return float(value) if math.isfinite(value) else None
+    return value

@@ -85,7 +85,7 @@ import numpy as np
 import scipy
 import scipy.sparse
 import scipy.sparse.linalg
-from common import machine
+from common import finite_json, machine
 
 import jaxpde
 from jaxpde import fluxes
@@ -656,21 +656,6 @@ def markdown(cases: list[dict], rows: list[dict], meta: dict, settings: dict) ->
         lines.append(f"| {c['operator']} {c['diffusivity']} | {c['n']} | {sci(c['multigrid']['relative_residual'])} | " + " | ".join(cells) + " |")
     lines += ["", f"Raw results: `{settings['stem']}.json`.", ""]
     return "\n".join(lines)
-
-
-def finite_json(value):
-    """`value` with NumPy scalars as Python numbers and non-finite floats as null."""
-    if isinstance(value, dict):
-        return {str(k): finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_json(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 # ---------------------------------------------------------------- main

@@ -70,7 +70,7 @@ import jax.numpy as jnp
 import lineax as lx
 import numpy as np
 import scipy.fft
-from common import machine
+from common import finite_json, machine
 
 import jaxpde
 from jaxpde import fluxes
@@ -791,21 +791,6 @@ def plot(points: list[dict], problems, multiples, path: pathlib.Path, reference_
 
 
 # ---------------------------------------------------------------- main
-
-
-def finite_json(value):
-    """`value` with NumPy scalars as Python numbers and non-finite floats as null."""
-    if isinstance(value, dict):
-        return {str(k): finite_json(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [finite_json(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return float(value) if math.isfinite(value) else None
-    return value
 
 
 def main() -> None:
