@@ -6,6 +6,7 @@ into Neural Architectures", SSVM 2021, arXiv:2103.15419.
 
 import importlib.metadata
 
+from . import denoising as denoising
 from . import fluxes as fluxes
 from . import nn as nn
 from . import schemes as schemes

@@ -10,6 +10,7 @@ import jaxpde.claims
 from jaxpde.claims import (
     CLAIMS,
     MULTIGRID_CLAIMS,
+    NETWORK_CLAIMS,
     SCHEME_CLAIMS,
     Budget,
     Claim,
@@ -31,7 +32,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_BUDGET = claim_budget()
 
 
-EXPLICIT_CLAIMS = tuple(claim for claim in CLAIMS if claim not in SCHEME_CLAIMS + MULTIGRID_CLAIMS)
+EXPLICIT_CLAIMS = tuple(claim for claim in CLAIMS if claim not in SCHEME_CLAIMS + MULTIGRID_CLAIMS + NETWORK_CLAIMS)
 
 
 @pytest.fixture(scope="module")

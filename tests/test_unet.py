@@ -121,6 +121,8 @@ def test_unet_configuration_errors():
         MultigridUNet.from_multigrid(Multigrid(cycle="W"), A)
     with pytest.raises(ValueError, match="two levels"):
         MultigridUNet(8, 1, multigrid=Multigrid(coarsest=16))
+    with pytest.raises(ValueError, match="not a convolution"):
+        MultigridUNet.from_multigrid(Multigrid(interpolation="operator"), A)
     net = MultigridUNet.from_multigrid(Multigrid(coarsest=4), A)
     other = _first(_systems(1, "periodic", 1))
     with pytest.raises(ValueError, match="network's configuration"):

@@ -32,6 +32,7 @@ from .multigrid import (
     MULTIGRID_UNET,
     SEMI_IMPLICIT_MULTIGRID_STABILITY,
 )
+from .networks import DIFFUSION_RESNET_STABILITY, RADIAL_BASIS_FLUX
 from .operators import DERIVATIVE_NORM, SPECTRAL_NORM_BOUNDS
 from .registry import QUICK as QUICK
 from .registry import THOROUGH as THOROUGH
@@ -56,6 +57,11 @@ MULTIGRID_CLAIMS: tuple[Claim, ...] = (
     SEMI_IMPLICIT_MULTIGRID_STABILITY,
 )
 
+NETWORK_CLAIMS: tuple[Claim, ...] = (
+    RADIAL_BASIS_FLUX,
+    DIFFUSION_RESNET_STABILITY,
+)
+
 CLAIMS: tuple[Claim, ...] = (
     DERIVATIVE_NORM,
     SPECTRAL_NORM_BOUNDS,
@@ -70,6 +76,7 @@ CLAIMS: tuple[Claim, ...] = (
     LYAPUNOV_FUNCTIONALS,
     *SCHEME_CLAIMS,
     *MULTIGRID_CLAIMS,
+    *NETWORK_CLAIMS,
 )
 
 

@@ -1,5 +1,8 @@
 """Trainable networks built from diffusion blocks, stable for every parameter value.
 
+- `DiffusionResNet`: diffusion blocks with trainable multi-channel stencils, learnable
+  sector-bounded fluxes and step sizes tied to the stability bound
+  (arXiv:2103.15419, Section 3); `ResNet`, the untied baseline without a guarantee.
 - `ExtrapolationNetwork`: FSI cycles with trainable stencils, fluxes and step sizes;
   the extrapolation is a skip connection over two layers (arXiv:2103.15419, Section 4).
 - `RecurrentImplicitBlock`: the implicit step solved by a contracting recurrent block
@@ -7,11 +10,24 @@
 - `MultigridUNet`: a multigrid V-cycle as an encoder-decoder with skip connections, with
   trainable transfers and smoothers, contracting for every parameter value
   (arXiv:2103.15419, Section 6).
+
+`train` fits any of them with optax on the `jaxpde.denoising` task and checks
+`stability_certificate` (the theorem's hypotheses on the current numbers) after every epoch.
 """
 
+from ._common import BlockStack as BlockStack
+from ._common import flux_magnitudes as flux_magnitudes
+from ._common import parameter_count as parameter_count
+from .certificate import StabilityCertificate as StabilityCertificate
+from .certificate import stability_certificate as stability_certificate
 from .extrapolation import ExtrapolationNetwork as ExtrapolationNetwork
-from .extrapolation import flux_magnitudes as flux_magnitudes
 from .recurrent import RecurrentImplicitBlock as RecurrentImplicitBlock
+from .resnet import DiffusionResNet as DiffusionResNet
+from .resnet import ResNet as ResNet
+from .training import EpochRecord as EpochRecord
+from .training import evaluate as evaluate
+from .training import mse_loss as mse_loss
+from .training import train as train
 from .unet import MultigridUNet as MultigridUNet
 from .unet import energy_factor as energy_factor
 from .unet import random_systems as random_systems

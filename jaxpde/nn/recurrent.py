@@ -31,14 +31,15 @@ import numpy as np
 from jaxtyping import Array, Float, PRNGKeyArray
 
 from .._checks import check_int, check_rtol, check_signal
-from ..fluxes import AbstractFlux
+from ..fluxes import AbstractFlux, PeronaMalik
 from ..operators import Derivative, Stencil
 from ..schemes.implicit import ImplicitScheme, ImplicitSolution, contraction_factor
-from .extrapolation import (
-    _check_fraction,
-    _trainable_setup,
+from ._common import (
+    check_fraction,
     flux_magnitudes,
+    kernel_shape,
     random_kernel,
+    trainable_setup,
 )
 
 _RHO = "the largest contraction factor; the fixed-point iteration needs it below 1"
@@ -54,7 +55,7 @@ class RecurrentImplicitBlock(eqx.Module):
     iteration contracts by $q = \rho\,\sigma(\theta) < 1$ for every value of the
     trainable stencil, flux and $\theta$; it needs about
     $\log(\text{rtol}) / \log q$ iterations. Flux parameters enter through their
-    magnitudes (`jaxpde.nn.extrapolation.flux_magnitudes`). `__call__` takes one
+    magnitudes (`jaxpde.nn.flux_magnitudes`). `__call__` takes one
     sample; batch with `jax.vmap`.
 
     **Arguments:**
@@ -69,7 +70,7 @@ class RecurrentImplicitBlock(eqx.Module):
     - `step_fraction`: $\sigma(\theta)$ at initialisation, in $(0, 1)$.
     - `rho`: the largest contraction factor, in $(0, 1)$ (static).
     - `rtol`, `max_iterations`, `throw`: as in `jaxpde.schemes.ImplicitScheme`.
-    - `key`: initialises the kernel (`jaxpde.nn.extrapolation.random_kernel`: normal,
+    - `key`: initialises the kernel (`jaxpde.nn._common.random_kernel`: normal,
       zero sum over the taps).
 
     Reference: arXiv:2103.15419, Section 5.
@@ -98,12 +99,14 @@ class RecurrentImplicitBlock(eqx.Module):
         throw: bool = True,
         key: PRNGKeyArray,
     ):
-        n, shape, flux, fraction = _trainable_setup(n, kernel_size, channels, boundary, flux, step_fraction)
+        shape = kernel_shape(kernel_size, channels)
+        flux = PeronaMalik(1.0) if flux is None else flux
+        n, flux, fraction = trainable_setup(n, shape, boundary, flux, step_fraction)
         check_rtol(rtol)
         self.op = Stencil(random_kernel(key, shape), n, boundary=boundary)
         self.flux = flux
         self.theta = jax.device_put(np.asarray(math.log(fraction / (1 - fraction)), self.op.kernel.dtype))
-        self.rho = _check_fraction("rho", rho, _RHO)
+        self.rho = check_fraction("rho", rho, _RHO)
         self.rtol = rtol
         self.max_iterations = check_int("max_iterations", max_iterations, minimum=1)
         self.throw = bool(throw)
@@ -113,7 +116,7 @@ class RecurrentImplicitBlock(eqx.Module):
         r"""The block that computes the steps of `scheme` (a `Stencil` or `Derivative`
         operator), with $\theta = \operatorname{logit}(q / \rho)$; needs the scheme's
         contraction factor $q < \rho$."""
-        rho = _check_fraction("rho", rho, _RHO)
+        rho = check_fraction("rho", rho, _RHO)
         op = scheme.op.stencil if isinstance(scheme.op, Derivative) else scheme.op
         if not isinstance(op, Stencil):
             raise TypeError(f"`scheme.op` must be a Stencil or a Derivative, got {type(op).__name__}.")

@@ -86,7 +86,13 @@ class MultigridUNet(eqx.Module):
             raise ValueError("`multigrid` must be a `jaxpde.schemes.Multigrid` with cycle='V' (a U-net is a V-cycle).")
         n = check_int("n", n, minimum=2)
         bandwidth = check_int("bandwidth", bandwidth, minimum=1)
-        kernel, extension = INTERPOLATIONS[multigrid.interpolation or default_interpolation(bandwidth)]
+        interpolation = multigrid.interpolation or default_interpolation(bandwidth)
+        if interpolation not in INTERPOLATIONS:
+            raise ValueError(
+                f"`multigrid.interpolation` = {interpolation!r} depends on the system's entries, so it is not a "
+                f"convolution; the U-net's transfers are convolutions: use one of {tuple(INTERPOLATIONS)}."
+            )
+        kernel, extension = INTERPOLATIONS[interpolation]
         self.sizes = level_sizes(n, bandwidth, bool(periodic), multigrid.coarsest, len(kernel))
         if len(self.sizes) < 2:
             raise ValueError(f"`n` = {n} has no coarse level (coarsest = {multigrid.coarsest}); a U-net needs two levels.")

@@ -5,7 +5,9 @@ itself and $A_{\ell+1} = R_\ell A_\ell P_\ell$ its Galerkin coarse operator. The
 are convolutions with stride 2: the prolongation $P$ is a transposed convolution with the
 kernel $p = (\tfrac12, 1, \tfrac12)$ (linear interpolation), the restriction
 $R = P^\top / 2$ a strided convolution with $(\tfrac14, \tfrac12, \tfrac14)$ (full
-weighting). A cycle on level $\ell$ is
+weighting). For tridiagonal systems the transfers can instead follow the operator
+(`interpolation="operator"`, `OperatorInterpolation`: black-box multigrid), which keeps the
+cycle fast when the diffusivity jumps over decades. A cycle on level $\ell$ is
 
 $$x \leftarrow S_\ell^{\nu_1}(x, f), \quad
 e \leftarrow \text{cycle}_{\ell+1}^{\gamma}(0, R(f - A_\ell x)), \quad
@@ -26,7 +28,9 @@ product.
 
 Reference: Alt, Peter, Weickert, Schrader, arXiv:2103.15419, Section 6; Briggs, Henson,
 McCormick, "A Multigrid Tutorial", SIAM 2000; Hackbusch, "Multi-Grid Methods and
-Applications", Springer 1985.
+Applications", Springer 1985; Dendy, "Black box multigrid", J. Comput. Phys. 48, 1982;
+de Zeeuw, "Matrix-dependent prolongations and restrictions in a blackbox multigrid
+solver", J. Comput. Appl. Math. 33, 1990.
 """
 
 import equinox as eqx
@@ -53,6 +57,8 @@ INTERPOLATIONS = {
     "linear": ((0.5, 1.0, 0.5), "edge"),
     "cubic": ((-1 / 16, 0.0, 9 / 16, 1.0, 9 / 16, 0.0, -1 / 16), "odd"),
 }
+# Operator-dependent interpolation (`OperatorInterpolation`), for tridiagonal systems only.
+OPERATOR_INTERPOLATION = "operator"
 EXTENSIONS = ("wrap", "edge", "odd")
 SMOOTHERS = ("jacobi", "red-black")
 CYCLES = {"V": 1, "W": 2}
@@ -138,6 +144,78 @@ def galerkin(A: BandedStencil, prolongation: Float[Array, " taps"], coarse_n: in
     return BandedStencil.from_matvec(matvec, coarse_n, bandwidth, A.periodic, A.diagonals.dtype)
 
 
+class OperatorInterpolation(eqx.Module):
+    r"""Operator-dependent interpolation (black-box multigrid) from the coarse grid to the
+    $n$ points of a tridiagonal system $A$: coarse point $I$ sits at fine point $2I$ and
+
+    $$(Px)_{2I} = x_I, \qquad (Px)_{2I+1} = w^-_I\, x_I + w^+_I\, x_{I+1}, \qquad
+    w^-_I = -\frac{a_{2I+1,\,2I}}{a_{2I+1,\,2I+1}}, \quad w^+_I = -\frac{a_{2I+1,\,2I+2}}{a_{2I+1,\,2I+1}},$$
+
+    with $I + 1$ taken modulo $n_c$ when periodic; on a non-periodic grid of even $n$ the
+    last fine point has no right coarse neighbour ($w^+ = 0$). The odd rows solve
+    $(APx)_{2I+1} = 0$: $P$ extends coarse values $A$-harmonically, $P^\top A P$ is the Schur
+    complement of $A$ on the even points, and the cycle follows jumps of the diffusivity
+    that fixed kernels smear out (with red-black Gauss-Seidel, $\theta = 1/2$, a V-cycle is
+    cyclic reduction: exact up to rounding). The even rows are the identity, so $P$ is
+    injective and the Galerkin levels stay symmetric positive definite.
+
+    **Arguments:**
+
+    - `weights`: shape `(2, n // 2)`: $w^-_I$ and $w^+_I$ of the odd fine points $2I + 1$.
+    - `n`: fine points.
+    - `periodic`: whether the grid wraps around.
+
+    Reference: Dendy, J. Comput. Phys. 48, 1982; de Zeeuw, J. Comput. Appl. Math. 33, 1990.
+    """
+
+    weights: Float[Array, "2 odd"]
+    n: int = eqx.field(static=True)
+    periodic: bool = eqx.field(static=True)
+
+    @property
+    def coarse_n(self) -> int:
+        return coarse_size(self.n, self.periodic)
+
+    @classmethod
+    def from_operator(cls, A: BandedStencil) -> "OperatorInterpolation":
+        """The interpolation of the tridiagonal `A` (a `ValueError` for a wider band)."""
+        if A.bandwidth != 1:
+            raise ValueError(
+                f"operator-dependent interpolation needs a tridiagonal system (bandwidth 1, a 2-tap `K` such as D_1), "
+                f"got bandwidth {A.bandwidth}; use interpolation='cubic' (the default for wider bands)."
+            )
+        if coarse_size(A.n, A.periodic) is None:
+            raise ValueError(f"a periodic grid of odd size n = {A.n} cannot be coarsened.")
+        odd = A.diagonals[:, 1 : 2 * (A.n // 2) : 2]  # rows 2I + 1: a_{i,i-1}, a_{i,i}, a_{i,i+1}
+        return cls(-jnp.stack([odd[0], odd[2]]) / odd[1][None], A.n, A.periodic)
+
+    def __call__(self, coarse: Float[Array, " nc"]) -> Float[Array, " n"]:
+        """$P x$."""
+        odd = self.n // 2
+        weights = self.weights.astype(coarse.dtype)
+        values = weights[0] * coarse[:odd] + weights[1] * jnp.roll(coarse, -1)[:odd]
+        fine = jnp.stack([coarse[:odd], values], axis=-1).reshape(-1)
+        return jnp.concatenate([fine, coarse[odd:]]) if self.n % 2 else fine
+
+    def transpose(self, fine: Float[Array, " n"]) -> Float[Array, " nc"]:
+        """$P^\top y$ (the exact adjoint of `__call__`)."""
+        weights = self.weights.astype(fine.dtype)
+        values, pad = fine[1::2], (0, self.coarse_n - self.n // 2)
+        left, right = jnp.pad(weights[0] * values, pad), jnp.pad(weights[1] * values, pad)
+        return fine[0::2] + left + jnp.roll(right, 1)
+
+    def matrix(self) -> Float[Array, "n nc"]:
+        """The dense matrix of $P$ (for tests and small sizes)."""
+        return jax.vmap(self, out_axes=1)(jnp.eye(self.coarse_n, dtype=self.weights.dtype))
+
+    def galerkin(self, A: BandedStencil) -> BandedStencil:
+        """$R A P$ with $R = P^\top / 2$ (the convention of `galerkin`), tridiagonal."""
+        def matvec(x):
+            return self.transpose(A(self(x))) / 2
+
+        return BandedStencil.from_matvec(matvec, self.coarse_n, 1, A.periodic, A.diagonals.dtype)
+
+
 def colours(n: int, bandwidth: int, periodic: bool) -> int:
     """The number of colours $c$ of the multicolour Gauss-Seidel sweep: points $i \\equiv j
     \\pmod c$ share a colour, and no two of them couple: $c = b + 1$ (red-black for a
@@ -198,12 +276,14 @@ def smooth(
 
 class MultigridHierarchy(eqx.Module):
     """The levels of a multigrid solver for one system: the banded operators from fine to
-    coarse, the prolongation kernel of each transfer, the relative smoothing weights
-    (pre and post, one row per smoothed level) and the Cholesky factor of the coarsest
-    operator."""
+    coarse, the prolongation of each transfer (a row of kernel taps, or one
+    `OperatorInterpolation` per transfer), the relative smoothing weights (pre and post,
+    one row per smoothed level) and the Cholesky factor of the coarsest operator.
+    `extension` is the boundary extension of the kernels (unused by operator-dependent
+    transfers)."""
 
     operators: tuple[BandedStencil, ...]
-    prolongations: Float[Array, "transfers taps"]
+    prolongations: Float[Array, "transfers taps"] | tuple[OperatorInterpolation, ...]
     pre_weights: Float[Array, "transfers pre"]
     post_weights: Float[Array, "transfers post"]
     coarse_factor: Float[Array, "nc nc"]
@@ -216,6 +296,20 @@ class MultigridHierarchy(eqx.Module):
 
     def coarse_solve(self, f: Float[Array, " nc"]) -> Float[Array, " nc"]:
         return jsl.cho_solve((self.coarse_factor.astype(f.dtype), True), f)
+
+    def interpolate(self, level: int, coarse: Float[Array, " nc"]) -> Float[Array, " n"]:
+        r"""$P_\ell$ `coarse`: from level `level + 1` to level `level`."""
+        transfer = self.prolongations[level]
+        if isinstance(transfer, OperatorInterpolation):
+            return transfer(coarse)
+        return prolong(transfer, coarse, self.operators[level].n, self.extension)
+
+    def coarsen(self, level: int, fine: Float[Array, " n"]) -> Float[Array, " nc"]:
+        """$R_\\ell$ `fine` $= P_\\ell^\top$ `fine` $/ 2$: from level `level` to level `level + 1`."""
+        transfer = self.prolongations[level]
+        if isinstance(transfer, OperatorInterpolation):
+            return transfer.transpose(fine) / 2
+        return restrict(transfer / 2, fine, self.operators[level + 1].n, self.extension)
 
 
 def build_hierarchy(
@@ -237,6 +331,24 @@ def build_hierarchy(
     return MultigridHierarchy(tuple(operators), prolongations, pre_weights, post_weights, factor, smoother, extension)
 
 
+def operator_hierarchy(
+    A: BandedStencil,
+    pre_weights: Float[Array, "transfers pre"],
+    post_weights: Float[Array, "transfers post"],
+    smoother: str,
+) -> MultigridHierarchy:
+    """Operator-dependent levels for the tridiagonal `A`: on every level the
+    `OperatorInterpolation` of that level's operator and its Galerkin operator (one level
+    more than `pre_weights` has rows), and the Cholesky factor of the coarsest one."""
+    operators, transfers = [A], []
+    for _ in range(pre_weights.shape[0]):
+        transfers.append(OperatorInterpolation.from_operator(operators[-1]))
+        operators.append(transfers[-1].galerkin(operators[-1]))
+    factor = jnp.linalg.cholesky(operators[-1].as_matrix())
+    extension = "wrap" if A.periodic else "edge"
+    return MultigridHierarchy(tuple(operators), tuple(transfers), pre_weights, post_weights, factor, smoother, extension)
+
+
 def multigrid_cycle(
     hierarchy: MultigridHierarchy, x: Float[Array, " n"], f: Float[Array, " n"], *, gamma: int = 1, level: int = 0
 ) -> Float[Array, " n"]:
@@ -244,17 +356,16 @@ def multigrid_cycle(
     $\\gamma$ coarse visits run in a `fori_loop`, so the trace stays linear in the levels)."""
     if level == len(hierarchy.operators) - 1:
         return hierarchy.coarse_solve(f)
-    A, kernel = hierarchy.operators[level], hierarchy.prolongations[level]
-    coarse_n = hierarchy.operators[level + 1].n
+    A = hierarchy.operators[level]
     x = smooth(A, x, f, hierarchy.pre_weights[level], hierarchy.smoother)
-    coarse_f = restrict(kernel / 2, f - A(x), coarse_n, hierarchy.extension)
+    coarse_f = hierarchy.coarsen(level, f - A(x))
 
     def visit(_, e):
         return multigrid_cycle(hierarchy, e, coarse_f, gamma=gamma, level=level + 1)
 
     error = jnp.zeros_like(coarse_f)
     error = visit(0, error) if gamma == 1 else jax.lax.fori_loop(0, gamma, visit, error)
-    x = x + prolong(kernel, error, A.n, hierarchy.extension)
+    x = x + hierarchy.interpolate(level, error)
     return smooth(A, x, f, hierarchy.post_weights[level], hierarchy.smoother, reverse=True)
 
 
@@ -262,12 +373,11 @@ def full_multigrid(hierarchy: MultigridHierarchy, f: Float[Array, " n"], *, gamm
     """The full-multigrid start: restrict $f$ to every level, solve on the coarsest, then on
     each finer level interpolate and run one cycle."""
     rhs = [f]
-    for level, kernel in enumerate(hierarchy.prolongations):
-        rhs.append(restrict(kernel / 2, rhs[-1], hierarchy.operators[level + 1].n, hierarchy.extension))
+    for level in range(len(hierarchy.operators) - 1):
+        rhs.append(hierarchy.coarsen(level, rhs[-1]))
     x = hierarchy.coarse_solve(rhs[-1])
-    for level in range(len(hierarchy.prolongations) - 1, -1, -1):
-        A = hierarchy.operators[level]
-        x = prolong(hierarchy.prolongations[level], x, A.n, hierarchy.extension)
+    for level in range(len(hierarchy.operators) - 2, -1, -1):
+        x = hierarchy.interpolate(level, x)
         x = multigrid_cycle(hierarchy, x, rhs[level], gamma=gamma, level=level)
     return x
 
@@ -327,7 +437,9 @@ class Multigrid(eqx.Module):
     - `weight`: the relative damping $\\theta \\in (0, 1)$ of every sweep (`None`: 2/3 for
       Jacobi, which is $\\omega = 2/3$ for the Laplacian, and 1/2 for Gauss-Seidel, $\\omega = 1$).
     - `interpolation`: `"linear"` or `"cubic"` prolongation (`None`: linear for $m = 1$,
-      cubic for wider systems such as $m = 2$); the restriction is its adjoint over 2.
+      cubic for wider systems such as $m = 2$), or `"operator"`: operator-dependent
+      interpolation (`OperatorInterpolation`), for tridiagonal systems ($m = 1$) whose
+      diffusivity jumps over decades; the restriction is the adjoint over 2.
     - `coarsest`: stop coarsening at this many points or fewer.
     - `rtol`: stop at $\\|f - Ax\\| \\le$ `rtol` $\\|f\\|$ (`None`: $1000\\varepsilon$ times the largest
       absolute row sum of $A$, what rounding lets the cycles reach).
@@ -361,8 +473,9 @@ class Multigrid(eqx.Module):
             raise ValueError(
                 f"`weight` must lie in (0, 1) (relative damping; every sweep then contracts), got {self.weight!r}."
             )
-        if self.interpolation is not None and self.interpolation not in INTERPOLATIONS:
-            raise ValueError(f"`interpolation` must be one of {tuple(INTERPOLATIONS)} or None, got {self.interpolation!r}.")
+        choices = (*INTERPOLATIONS, OPERATOR_INTERPOLATION)
+        if self.interpolation is not None and self.interpolation not in choices:
+            raise ValueError(f"`interpolation` must be one of {choices} or None, got {self.interpolation!r}.")
         check_int("coarsest", self.coarsest, minimum=2)
         check_int("max_cycles", self.max_cycles, minimum=1)
         check_rtol(self.rtol)
@@ -373,13 +486,24 @@ class Multigrid(eqx.Module):
 
     def hierarchy(self, A: BandedStencil) -> MultigridHierarchy:
         """The levels for the system `A`: the interpolation, Galerkin operators."""
-        kernel, extension = INTERPOLATIONS[self.interpolation or default_interpolation(A.bandwidth)]
+        operator = self.interpolation == OPERATOR_INTERPOLATION
+        if operator and A.bandwidth != 1:
+            raise ValueError(
+                f"interpolation='operator' is for tridiagonal systems (bandwidth 1: a 2-tap `K` such as D_1), got "
+                f"bandwidth {A.bandwidth}; for wider bands use interpolation='cubic' (the default), or a direct or "
+                "Krylov solver where the diffusivity jumps over decades (see proofs/multigrid-contraction.md)."
+            )
+        kernel, extension = INTERPOLATIONS[
+            "linear" if operator else self.interpolation or default_interpolation(A.bandwidth)
+        ]
         sizes = level_sizes(A.n, A.bandwidth, A.periodic, self.coarsest, len(kernel))
         transfers = len(sizes) - 1
         dtype = A.diagonals.dtype
-        prolongations = jnp.tile(jnp.asarray(kernel, dtype), (transfers, 1))
         pre = jnp.full((transfers, self.pre_smoothing), self.relative_weight, dtype)
         post = jnp.full((transfers, self.post_smoothing), self.relative_weight, dtype)
+        if operator:  # the operator-dependent transfers have the linear kernel's reach
+            return operator_hierarchy(A, pre, post, self.smoother)
+        prolongations = jnp.tile(jnp.asarray(kernel, dtype), (transfers, 1))
         return build_hierarchy(A, prolongations, pre, post, self.smoother, extension)
 
     def default_rtol(self, A: BandedStencil, dtype) -> Array:

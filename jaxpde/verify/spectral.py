@@ -179,6 +179,14 @@ def _matrix_bounds(symbol: Array, iterations: int) -> Array:
     real = jnp.finfo(symbol.dtype).dtype
     if symbol.shape[-2:] == (1, 1):
         return jnp.abs(symbol[:, 0, 0]) * (1 + ABS_ROUNDOFFS * unit_roundoff(real))
+    if 1 in symbol.shape[-2:]:
+        # One column or one row: the norm is the Euclidean norm of the entries, a sum of
+        # 2c squares (relative error gamma_(2c)) and a square root (one more rounding).
+        # The double `where` keeps the gradient finite where the symbol vanishes.
+        squares = jnp.sum(jnp.real(symbol) ** 2 + jnp.imag(symbol) ** 2, axis=(-2, -1))
+        positive = squares > 0
+        root = jnp.where(positive, jnp.sqrt(jnp.where(positive, squares, 1)), 0)
+        return root * (1 + gamma(2 * symbol.shape[-2] * symbol.shape[-1] + 2, real))
     # The real embedding [[C, -S], [S, C]] of C + iS has the singular values of C + iS,
     # each twice; real arithmetic compiles faster than complex on CPU (no rounding:
     # the entries are copies of the computed real and imaginary parts).

@@ -1,7 +1,8 @@
 r"""Certify or refute the Euclidean stability of any callable $u \mapsto u'$.
 
 For a `DiffusionBlock` the theorem applies: its hypotheses (sector bound, step size)
-are checked, and the falsifier must then find nothing. For any other callable no
+are checked, and the falsifier must then find nothing; likewise for the networks of
+`jaxpde.nn` through `jaxpde.nn.stability_certificate`. For any other callable no
 theorem is available: the falsifier either finds a witness (refuted) or not
 ("not refuted", an empirical statement). Either way the report gives the empirical
 Euclidean gain $\max\|f(u)\|/\|u\|$ and Lipschitz constant (lower bounds of the
@@ -82,6 +83,18 @@ class TargetReport:
         return "\n".join(lines) + "\n"
 
 
+def _network_certificate(f):
+    """The `jaxpde.nn.stability_certificate` of a jaxpde network, else `None`."""
+    from ..nn import (  # nn builds on verify
+        BlockStack,
+        RecurrentImplicitBlock,
+        ResNet,
+        stability_certificate,
+    )
+
+    return stability_certificate(f) if isinstance(f, (BlockStack, RecurrentImplicitBlock, ResNet)) else None
+
+
 def _or_na(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.12g}"
 
@@ -138,9 +151,15 @@ def certify_callable(
         if status == "certified":
             certified_gain = 1.0
         certified_lipschitz = float(block_lipschitz_bound(f))
+    elif (network := _network_certificate(f)) is not None and network.certified:
+        hypotheses["theorem"] = network.reason
+        status, certified_gain = "certified", network.gain_bound
+        certified_lipschitz = network.lipschitz_bound
     else:
         status = "not refuted"
-        hypotheses["theorem"] = "none applies to a generic callable: the verdict is empirical"
+        hypotheses["theorem"] = (
+            network.reason if network is not None else "none applies to a generic callable: the verdict is empirical"
+        )
     hypotheses["non-finite evaluations"] = str(int(gain.nonfinite) + int(pairs.nonfinite))
     witness = np.asarray(gain.witness).reshape(-1).tolist() if status == "violated" else None
     return TargetReport(
