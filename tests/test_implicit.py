@@ -25,7 +25,12 @@ from jaxpde.schemes import (
     diffusion_system,
     implicit_residual,
 )
-from jaxpde.schemes.semi_implicit import condition_bound, default_rtol
+from jaxpde.schemes.semi_implicit import (
+    cholesky_solve,
+    condition_bound,
+    default_rtol,
+    solve_diffusion_system,
+)
 
 from .helpers import (
     derivative_kernel,
@@ -397,3 +402,38 @@ def test_implicit_default_tolerance_is_attainable_for_large_steps():
         return implicit_residual(OP, flux, tau, u, v)
 
     assert _rounded_residual(residual, exact) <= float(ImplicitScheme(OP, flux, tau).tolerance(u))
+
+
+@jax.jit
+def _solve_and_jacobian(matrix, rhs):
+    jacobian = jax.vmap(jax.grad(lambda b, i: cholesky_solve(matrix, b)[i]), in_axes=(None, 0))
+    return cholesky_solve(matrix, rhs), jacobian(rhs, jnp.arange(rhs.size)), cholesky_solve(-matrix, rhs)
+
+
+@few_examples(10)
+@hypothesis.given(seed=st.integers(0, 2**31 - 1), n=st.sampled_from([1, 4, 17]))
+def test_cholesky_solve_matches_numpy(seed, n):
+    rng = np.random.default_rng(seed)
+    a = rng.standard_normal((n, n))
+    matrix = a @ a.T + 10.0 ** rng.uniform(-3, 1) * np.eye(n)
+    rhs = rng.standard_normal(n)
+    x, jacobian, indefinite = _solve_and_jacobian(jnp.asarray(matrix), jnp.asarray(rhs))
+    condition = np.linalg.cond(matrix)
+    np.testing.assert_allclose(matrix @ np.asarray(x), rhs, rtol=0, atol=1e-10 * condition)
+    # Differentiable in the right-hand side (and batched): d x / d b = A^{-1}.
+    np.testing.assert_allclose(jacobian, np.linalg.inv(matrix), rtol=1e-8, atol=1e-8 * condition)
+    # Not positive definite: NaN, never a finite wrong answer.
+    assert not np.all(np.isfinite(indefinite))
+
+
+def test_dense_operator_systems_are_solved_directly():
+    # A `Matrix` K: the assembled system, no iteration (steps 0), same answer as NumPy.
+    rng = np.random.default_rng(0)
+    K = rng.standard_normal((9, 7))
+    op, flux = Matrix(K), Frozen(fluxes.PeronaMalik(0.5), jnp.asarray(rng.standard_normal(9)))
+    u = jnp.asarray(rng.standard_normal(7))
+    solution = solve_diffusion_system(op, flux, jnp.asarray(3.0), u)
+    g = np.asarray(flux.values)
+    expected = np.linalg.solve(np.eye(7) + 3.0 * K.T @ (g[:, None] * K), np.asarray(u))
+    assert int(solution.steps) == 0 and solution.result == lx.RESULTS.successful
+    np.testing.assert_allclose(solution.value, expected, **tolerance(np.float64))

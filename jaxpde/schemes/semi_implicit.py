@@ -6,8 +6,8 @@ $A = K^\top G K$ is symmetric positive semidefinite ($g \ge 0$), so
 $\|(I + \tau A)^{-1}\| \le 1$: the step is Euclidean stable for every $\tau > 0$
 (`proofs/semi-implicit-stability.md`). The linear system is solved with lineax: the
 tridiagonal solver when $K$ is a two-tap single-channel stencil that is not periodic
-(so $A$ is tridiagonal, e.g. $D_1$ with neumann boundary), conjugate gradients
-otherwise.
+(so $A$ is tridiagonal, e.g. $D_1$ with neumann boundary), a Cholesky factorisation for
+a dense `Matrix` $K$, conjugate gradients (or multigrid) otherwise.
 
 Reference: Weickert, Romeny, Viergever, "Efficient and reliable schemes for nonlinear
 diffusion filtering", IEEE TIP 1998; arXiv:2103.15419, Section 5.
@@ -31,7 +31,7 @@ from .._checks import (
 )
 from ..blocks import check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
-from ..operators import AbstractOperator, Derivative, Stencil
+from ..operators import AbstractOperator, Derivative, Matrix, Stencil
 from ..verify.energy import l2_norm
 from .multigrid import Multigrid, diffusion_stencil, single_channel_stencil
 from .rollout import rollout
@@ -86,7 +86,7 @@ def diffusion_system(op: AbstractOperator, flux: Frozen, tau: Array, structure) 
 
 class LinearSolution(eqx.Module):
     """The solution `value` of a diffusion system, lineax's `result` code, the solver's
-    `steps` (conjugate-gradient iterations; 0 for the tridiagonal solver) and the
+    `steps` (conjugate-gradient iterations or multigrid cycles; 0 for the direct solvers) and the
     Euclidean `residual` $\\|b - (I + \\tau K^\\top G K)x\\|$, recomputed."""
 
     value: Array
@@ -106,8 +106,10 @@ def solve_diffusion_system(
     throw: bool = True,
     multigrid: Multigrid | None = None,
 ) -> LinearSolution:
-    r"""Solve $(I + \tau K^\top G K)\,x = $ `rhs` (see `diffusion_system`). The iterative
-    solvers, conjugate gradients or `multigrid` cycles (for single-channel stencils), stop at
+    r"""Solve $(I + \tau K^\top G K)\,x = $ `rhs` (see `diffusion_system`): with lineax's
+    tridiagonal solver for two-tap stencils that are not periodic, by a Cholesky
+    factorisation of the assembled matrix for a dense `Matrix` $K$, iteratively otherwise. The
+    iterative solvers, conjugate gradients or `multigrid` cycles (for single-channel stencils), stop at
     a Euclidean residual of `rtol * ||rhs||` (`None`: `default_rtol` with `condition_bound`)
     or after `max_steps` (`None`: 10 times the unknowns for CG, the configuration's
     `max_cycles` for multigrid); the result is `successful` when the recomputed residual is
@@ -116,7 +118,17 @@ def solve_diffusion_system(
     for their own right-hand sides."""
     structure = jax.ShapeDtypeStruct(rhs.shape, rhs.dtype)
     system = diffusion_system(op, flux, tau, structure) if multigrid is None else None
-    if isinstance(system, lx.TridiagonalLinearOperator):
+    if multigrid is None and isinstance(op, Matrix):
+        # A dense K: Cholesky of the assembled matrix, no iteration (under vmap an
+        # iterative solve runs until the slowest system of the batch has converged).
+        matrix = op.matrix.astype(rhs.dtype)
+        g = flux.diffusivity(jnp.zeros(op.out_shape, rhs.dtype))
+        assembled = jnp.eye(matrix.shape[1], dtype=rhs.dtype) + tau.astype(rhs.dtype) * (matrix.T * g[None, :]) @ matrix
+        x = cholesky_solve(assembled, rhs)
+        residual = l2_norm(rhs - system.mv(x))
+        ok = jnp.all(jnp.isfinite(x))
+        steps = jnp.array(0)
+    elif isinstance(system, lx.TridiagonalLinearOperator):
         x = lx.linear_solve(system, rhs, lx.Tridiagonal(), throw=throw).value
         residual = l2_norm(rhs - system.mv(x))
         ok = jnp.all(jnp.isfinite(x))
@@ -153,6 +165,36 @@ def solve_diffusion_system(
     if throw:
         x = result.error_if(x, ~ok)
     return LinearSolution(x, result, steps, residual)
+
+
+def cholesky_solve(matrix: Float[Array, "n n"], rhs: Float[Array, " n"]) -> Float[Array, " n"]:
+    r"""Solve $A x = b$ for symmetric positive definite $A$: Cholesky $A = L L^\top$
+    column by column, then the two triangular solves, each a `lax.fori_loop` of $n$
+    steps (differentiable, batched by `vmap`). Written with XLA operations only, without
+    LAPACK custom calls: programs with those were seen to hang on XLA:CPU when several
+    threads ran them from the persistent compilation cache (as `jaxpde certify` does).
+    A non-positive pivot gives NaN, never a wrong finite answer."""
+    matrix, rhs = jnp.asarray(matrix), jnp.asarray(rhs)
+    n = matrix.shape[0]
+    index = jnp.arange(n)
+
+    def column(j, lower):
+        row = jnp.where(index < j, lower[j], 0)
+        pivot = jnp.sqrt(matrix[j, j] - jnp.sum(row * row))
+        below = (matrix[:, j] - lower @ row) / pivot
+        return lower.at[:, j].set(jnp.where(index > j, below, jnp.where(index == j, pivot, 0)))
+
+    lower = jax.lax.fori_loop(0, n, column, jnp.zeros_like(matrix))
+
+    def forward(i, y):  # L y = b; y is zero from i on
+        return y.at[i].set((rhs[i] - lower[i] @ y) / lower[i, i])
+
+    def backward(k, x):  # L^T x = y; x is zero up to i
+        i = n - 1 - k
+        return x.at[i].set((y[i] - lower[:, i] @ x) / lower[i, i])
+
+    y = jax.lax.fori_loop(0, n, forward, jnp.zeros_like(rhs))
+    return jax.lax.fori_loop(0, n, backward, jnp.zeros_like(rhs))
 
 
 def euclidean_cg(rtol: float | Float[Array, ""], rhs: Array, max_steps: int) -> lx.CG:
