@@ -10,6 +10,7 @@ from . import denoising as denoising
 from . import fluxes as fluxes
 from . import nn as nn
 from . import schemes as schemes
+from . import sharding as sharding
 from . import verify as verify
 from .blocks import DiffusionBlock as DiffusionBlock
 from .blocks import stable_step_size as stable_step_size
@@ -27,6 +28,15 @@ from .operators import (
 )
 from .operators import (
     Stencil as Stencil,
+)
+from .operators2d import (
+    Gradient as Gradient,
+)
+from .operators2d import (
+    GradientAdjoint as GradientAdjoint,
+)
+from .operators2d import (
+    Stencil2D as Stencil2D,
 )
 
 try:

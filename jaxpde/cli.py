@@ -31,6 +31,20 @@ def _parser() -> argparse.ArgumentParser:
     certify.add_argument("--out", type=pathlib.Path, help="write report.json, report.md and norm_decay.png here")
     certify.add_argument("--seed", type=int, default=0, help="PRNG seed of the sampled inputs (default 0)")
     certify.add_argument("--claim", action="append", metavar="ID", help="check only this claim (repeatable)")
+    scale = certify.add_argument_group("devices")
+    scale.add_argument(
+        "--devices", default="1", metavar="all|N",
+        help="split the sampled inputs and configurations across all (or the first N) devices (default 1); "
+        "more CPU devices: JAX_NUM_CPU_DEVICES=N",
+    )
+    scale.add_argument(
+        "--distributed", action="store_true",
+        help="several hosts: call jax.distributed.initialize() first (cluster settings from the environment, "
+        "or --coordinator, --num-processes, --process-id); every process runs the same command",
+    )
+    scale.add_argument("--coordinator", metavar="HOST:PORT", help="address of process 0 (with --distributed)")
+    scale.add_argument("--num-processes", type=int, help="number of processes (with --distributed)")
+    scale.add_argument("--process-id", type=int, help="this process's index (with --distributed)")
     target = certify.add_argument_group("your own block (instead of the claims)")
     target.add_argument(
         "--target", metavar="MODULE:NAME",
@@ -128,9 +142,27 @@ def certify_target(args: argparse.Namespace) -> int:
     return 1 if report.status == "violated" else 0
 
 
+def _start_distributed(args: argparse.Namespace) -> None:
+    """`jax.distributed.initialize` before anything touches a device (`--distributed`)."""
+    manual = (args.coordinator, args.num_processes, args.process_id)
+    if args.distributed:
+        jax.distributed.initialize(*manual)
+    elif any(x is not None for x in manual):
+        raise ValueError("`--coordinator`, `--num-processes` and `--process-id` need `--distributed`.")
+
+
 def certify(args: argparse.Namespace) -> int:
+    from .sharding import devices_context, sample_mesh
+
+    try:
+        _start_distributed(args)
+        mesh = sample_mesh(args.devices)
+    except ValueError as error:
+        print(f"jaxpde certify: {error}", file=sys.stderr)
+        return 2
     if args.target is not None:
-        return certify_target(args)
+        with devices_context(mesh):
+            return certify_target(args)
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
@@ -142,22 +174,26 @@ def certify(args: argparse.Namespace) -> int:
     except KeyError as error:
         print(f"jaxpde certify: {error.args[0]}", file=sys.stderr)
         return 2
+    # Every process computes (the mesh spans all of them); process 0 reports.
+    reporting = jax.process_index() == 0
     progress_console = Console(stderr=True)
     start = time.perf_counter()
     with Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=progress_console, transient=True,
+        TimeElapsedColumn(), console=progress_console, transient=True, disable=not reporting,
     ) as progress:
         if not args.claim:  # the full registry: compile its programs in parallel first
             compiling = progress.add_task("compiling", total=None)
-            warm_up(budget)
+            warm_up(budget, devices=mesh)
             progress.remove_task(compiling)
-        task = progress.add_task(f"certifying ({budget.name})", total=len(claims))
+        task = progress.add_task(f"certifying ({budget.name}, {mesh.size} devices)", total=len(claims))
         certificates = check_all(
-            claims, jax.random.key(args.seed), budget,
+            claims, jax.random.key(args.seed), budget, devices=mesh,
             on_done=lambda certificate: progress.update(task, advance=1, description=certificate.claim_id),
         )
     elapsed = time.perf_counter() - start
+    if not reporting:
+        return 0 if all(c.certified for c in certificates) else 1
 
     if args.json:
         print(json.dumps([c.to_json() for c in certificates], indent=2))
@@ -165,9 +201,9 @@ def certify(args: argparse.Namespace) -> int:
         console = Console()
         if not console.is_terminal:
             console = Console(width=120)
-        _print_table(console, certificates, budget.name, elapsed)
+        _print_table(console, certificates, f"{budget.name}, {_device_summary(mesh)}", elapsed)
     if args.out is not None:
-        _write_report(args.out, certificates, budget, args.seed)
+        _write_report(args.out, certificates, budget, args.seed, mesh)
     return 0 if all(c.certified for c in certificates) else 1
 
 
@@ -192,7 +228,12 @@ def _print_table(console, certificates, budget_name: str, elapsed: float) -> Non
     console.print(f"{certified}/{len(certificates)} claims certified in {elapsed:.1f} s")
 
 
-def _write_report(directory: pathlib.Path, certificates, budget, seed: int) -> None:
+def _device_summary(mesh) -> str:
+    kinds = sorted({device.device_kind for device in mesh.devices.flat})
+    return f"{mesh.size} x {'/'.join(kinds)}" + (f" on {jax.process_count()} hosts" if jax.process_count() > 1 else "")
+
+
+def _write_report(directory: pathlib.Path, certificates, budget, seed: int, mesh) -> None:
     from .report import norm_decay_figure
     from .verify.certificate import markdown_report
 
@@ -201,7 +242,8 @@ def _write_report(directory: pathlib.Path, certificates, budget, seed: int) -> N
         "budget": budget.name,
         "seed": seed,
         "jax": jax.__version__,
-        "device": str(jax.devices()[0]),
+        "device": str(mesh.devices.flat[0]),
+        "devices": _device_summary(mesh),
         "claims": [c.to_json(with_cases=True) for c in certificates],
     }
     (directory / "report.json").write_text(json.dumps(payload, indent=2))

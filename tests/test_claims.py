@@ -9,6 +9,7 @@ import jaxpde
 import jaxpde.claims
 from jaxpde.claims import (
     CLAIMS,
+    IMAGE_CLAIMS,
     MULTIGRID_CLAIMS,
     NETWORK_CLAIMS,
     SCHEME_CLAIMS,
@@ -32,7 +33,9 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_BUDGET = claim_budget()
 
 
-EXPLICIT_CLAIMS = tuple(claim for claim in CLAIMS if claim not in SCHEME_CLAIMS + MULTIGRID_CLAIMS + NETWORK_CLAIMS)
+EXPLICIT_CLAIMS = tuple(
+    claim for claim in CLAIMS if claim not in SCHEME_CLAIMS + MULTIGRID_CLAIMS + NETWORK_CLAIMS + IMAGE_CLAIMS
+)
 
 
 @pytest.fixture(scope="module")

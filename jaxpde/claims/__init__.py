@@ -10,6 +10,7 @@ import jax
 import numpy as np
 
 from ..blocks import stable_step_size
+from ..sharding import devices_context
 from ..verify.certificate import Certificate
 from . import adversarial, cycles, sampling, schemes
 from .cycles import FED_STABILITY, FSI_STABILITY, FSI_STABILITY_SHARP, FSI_UNFROZEN
@@ -20,6 +21,7 @@ from .explicit import (
     NONMONOTONE_STABILITY,
 )
 from .identities import CYCLE_TIME_IDENTITIES
+from .images import EXPLICIT_STABILITY_2D, GRADIENT_2D_NORM, SEMI_IMPLICIT_STABILITY_2D
 from .implicit import (
     FIXED_POINT_CONTRACTION,
     IMPLICIT_STABILITY,
@@ -62,6 +64,12 @@ NETWORK_CLAIMS: tuple[Claim, ...] = (
     DIFFUSION_RESNET_STABILITY,
 )
 
+IMAGE_CLAIMS: tuple[Claim, ...] = (
+    GRADIENT_2D_NORM,
+    EXPLICIT_STABILITY_2D,
+    SEMI_IMPLICIT_STABILITY_2D,
+)
+
 CLAIMS: tuple[Claim, ...] = (
     DERIVATIVE_NORM,
     SPECTRAL_NORM_BOUNDS,
@@ -77,20 +85,26 @@ CLAIMS: tuple[Claim, ...] = (
     *SCHEME_CLAIMS,
     *MULTIGRID_CLAIMS,
     *NETWORK_CLAIMS,
+    *IMAGE_CLAIMS,
 )
 
 
 SCHEME_KINDS = ("implicit", "semi-implicit", "implicit-fixed-point")
 
 
-def warm_up(budget: Budget = QUICK, workers: int | None = None, *, parts=("explicit", "schemes")) -> int:
+def warm_up(
+    budget: Budget = QUICK, workers: int | None = None, *, parts=("explicit", "schemes", "images"), devices=None
+) -> int:
     """Compile the programs that the claims share, in parallel threads: `evaluate`
     for every operator shape, the adversarial search over all of them (the longest,
-    so it starts first) for the "explicit" part, and the scheme programs (cycles, implicit
-    steps; each is also run once) for the "schemes" part. XLA compiles outside the GIL, so this shortens
+    so it starts first) for the "explicit" part, the scheme programs (cycles, implicit
+    steps; each is also run once) for the "schemes" part, and `evaluate` for every image
+    operator for the "images" part. XLA compiles outside the GIL, so this shortens
     `jaxpde certify` on several cores, and claims that run in parallel afterwards do
-    not compile the same program twice. Returns the number of programs prepared."""
+    not compile the same program twice (compile with the `devices` the claims will use).
+    Returns the number of programs prepared."""
     ops = [op for _, op in sampling.operator_cases(np.random.default_rng(0), budget.sizes)]
+    images = [op for _, op in sampling.image_operator_cases(np.random.default_rng(0), budget.sizes)]
 
     def compile_search():
         rng = np.random.default_rng(0)
@@ -108,7 +122,7 @@ def warm_up(budget: Budget = QUICK, workers: int | None = None, *, parts=("expli
         sampling.measure(rng, op, sampling.random_fluxes(rng), budget.samples, budget.depth)
 
     def in_float64(task, *args):
-        with jax.enable_x64(True):  # configuration contexts are per thread
+        with jax.enable_x64(True), devices_context(devices):  # configuration contexts are per thread
             task(*args)
 
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
@@ -116,6 +130,8 @@ def warm_up(budget: Budget = QUICK, workers: int | None = None, *, parts=("expli
         if "explicit" in parts:
             futures += [pool.submit(in_float64, compile_search)]
             futures += [pool.submit(in_float64, compile_evaluate, op) for op in ops]
+        if "images" in parts:
+            futures += [pool.submit(in_float64, compile_evaluate, op) for op in images]
         if "schemes" in parts:
             futures += [
                 pool.submit(in_float64, compile_schemes, "cycle", cycles.coefficients("fsi", 3, frozen=frozen))
@@ -128,14 +144,15 @@ def warm_up(budget: Budget = QUICK, workers: int | None = None, *, parts=("expli
 
 
 def check_all(
-    claims, key, budget: Budget = QUICK, *, workers: int | None = None, on_done=None
+    claims, key, budget: Budget = QUICK, *, workers: int | None = None, on_done=None, devices=None
 ) -> list[Certificate]:
     """Check `claims` in parallel threads (XLA compiles and runs outside the GIL);
-    claim i uses the key `fold_in(key, i)`. `on_done(certificate)` is called as each
-    finishes. Returns the certificates in the order of `claims`."""
+    claim i uses the key `fold_in(key, i)`, its samples split across `devices` (see
+    `Claim.check`). `on_done(certificate)` is called as each finishes. Returns the
+    certificates in the order of `claims`."""
     workers = workers or os.cpu_count() or 1
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(claim.check, jax.random.fold_in(key, i), budget) for i, claim in enumerate(claims)]
+        futures = [pool.submit(claim.check, jax.random.fold_in(key, i), budget, devices=devices) for i, claim in enumerate(claims)]
         if on_done is not None:
             for future in concurrent.futures.as_completed(futures):
                 on_done(future.result())

@@ -16,6 +16,7 @@ from jaxtyping import Array, Float, Int, PRNGKeyArray
 
 from ..fluxes import AbstractFlux, Linear
 from ..operators import AbstractOperator
+from ..sharding import sharded_vmap
 from ..verify.certificate import FalsifierOutcome
 from ..verify.energy import l2_norm
 from ..verify.falsify import _search, to_sphere
@@ -207,7 +208,7 @@ def attack(
 
         return jax.vmap(per_flux)(flux_values, jnp.arange(flux_count), keys)
 
-    worst, sampled, nonfinite, witness = jax.vmap(one_case)(
+    worst, sampled, nonfinite, witness = sharded_vmap(one_case)(
         cases.matrices, cases.masks, cases.fluxes, per_flux_case, per_case, keys
     )
     return Attack(worst, sampled, nonfinite, witness)

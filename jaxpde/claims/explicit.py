@@ -13,9 +13,11 @@ NONMONOTONE_FLUXES = (PeronaMalik, ExponentialPeronaMalik, Weickert)
 SHARPNESS_FACTOR = 1.01
 
 
-def _stability_evidence(key, budget: Budget, flux_kinds, decreasing_branch: bool) -> Evidence:
+def stability_evidence(key, budget: Budget, flux_kinds, decreasing_branch: bool, cases=sampling.operator_cases) -> Evidence:
+    """Explicit steps at `tau` up to the stable step size, on the operators `cases(rng,
+    sizes)`, for the fluxes of `flux_kinds`: sampled inputs and the falsifier."""
     rng = sampling.numpy_rng(key)
-    named = sampling.operator_cases(rng, budget.sizes)
+    named = cases(rng, budget.sizes)
     ops = [op for _, op in named]
     fluxes = [sampling.random_fluxes(rng) for _ in ops]
     measured = [sampling.measure(rng, op, fs, budget.samples, budget.depth) for op, fs in zip(ops, fluxes)]
@@ -65,11 +67,11 @@ def _stability_evidence(key, budget: Budget, flux_kinds, decreasing_branch: bool
 
 
 def _check_stability(key, budget: Budget) -> Evidence:
-    return _stability_evidence(key, budget, FLUXES, decreasing_branch=False)
+    return stability_evidence(key, budget, FLUXES, decreasing_branch=False)
 
 
 def _check_nonmonotone(key, budget: Budget) -> Evidence:
-    return _stability_evidence(key, budget, NONMONOTONE_FLUXES, decreasing_branch=True)
+    return stability_evidence(key, budget, NONMONOTONE_FLUXES, decreasing_branch=True)
 
 
 def _check_sharp(key, budget: Budget) -> Evidence:

@@ -26,6 +26,7 @@ from ..schemes.semi_implicit import (
     default_rtol,
     solve_diffusion_system,
 )
+from ..sharding import sharded_vmap
 from ..verify.certificate import CaseResult, FalsifierOutcome
 from ..verify.energy import l2_norm
 from . import sampling
@@ -68,7 +69,7 @@ def _power_step(systems, errors):
         propagated = multigrid_cycle(cycle.hierarchy(A), e, jnp.zeros_like(e))
         return propagated, energy_norm(A, propagated)
 
-    return jax.vmap(one)(systems, errors)
+    return sharded_vmap(one)(systems, errors)
 
 
 def _factor_cases(rng: np.random.Generator, budget: Budget):
@@ -204,7 +205,7 @@ def _unet_difference(net, multigrid, systems, iterates, rhs):
         reference = multigrid_cycle(multigrid.hierarchy(A), x, f)
         return l2_norm(net(A, x, f) - reference) / l2_norm(reference)
 
-    return jax.vmap(one)(systems, iterates, rhs)
+    return sharded_vmap(one)(systems, iterates, rhs)
 
 
 UNET_CONFIGURATIONS = (

@@ -10,6 +10,7 @@ import numpy as np
 
 from ..fluxes import RadialBasisFlux, default_centres
 from ..nn.resnet import DiffusionResNet
+from ..sharding import sharded_vmap
 from ..verify.certificate import CaseResult
 from ..verify.energy import l2_norm
 from ..verify.falsify import falsify, falsify_gain
@@ -51,7 +52,7 @@ def _flux_extremes(fluxes: RadialBasisFlux, s):
         below = jnp.max(jnp.where(slope < 0, slope / low, 0))
         return jnp.max(ratio), jnp.max(-ratio), jnp.maximum(jnp.max(slope / high), below)
 
-    return jax.vmap(one)(fluxes)
+    return sharded_vmap(one)(fluxes)
 
 
 def _flux_violation(x, template: RadialBasisFlux):
@@ -149,7 +150,7 @@ def _layer_ratios(nets, inputs):
         norms = jax.vmap(l2_norm)(net.states(u))
         return jnp.max(norms[1:] / norms[:-1])
 
-    return eqx.filter_vmap(one)(nets, inputs)
+    return sharded_vmap(one)(nets, inputs)
 
 
 def _check_resnet(key, budget: Budget) -> Evidence:

@@ -9,6 +9,7 @@ from typing import Literal
 import jax
 from jaxtyping import PRNGKeyArray
 
+from ..sharding import devices_context
 from ..verify.certificate import CaseResult, Certificate, FalsifierOutcome
 
 
@@ -52,8 +53,10 @@ class Evidence:
 class Claim:
     """A mathematical claim of the paper that jaxpde certifies.
 
-    `check(key, budget)` samples inputs and configurations and returns a
-    `Certificate`; exceptions become the status `"error"`.
+    `check(key, budget, devices=...)` samples inputs and configurations and returns a
+    `Certificate`; exceptions become the status `"error"`. With `devices` (`"all"`, a
+    count, or a `jax.sharding.Mesh`; see `jaxpde.sharding`) the sampled inputs and
+    configurations are split across the devices.
     """
 
     id: str
@@ -64,11 +67,11 @@ class Claim:
     def proof(self) -> str:
         return f"proofs/{self.id}.md"
 
-    def check(self, key: PRNGKeyArray | None = None, budget: Budget = QUICK) -> Certificate:
+    def check(self, key: PRNGKeyArray | None = None, budget: Budget = QUICK, *, devices=None) -> Certificate:
         key = jax.random.key(0) if key is None else key
         start = time.perf_counter()
         try:
-            with jax.enable_x64(True):  # claims are certified in float64
+            with jax.enable_x64(True), devices_context(devices):  # claims are certified in float64
                 evidence = self.run(key, budget)
         except Exception as error:  # noqa: BLE001 (reported, never swallowed: status "error")
             return Certificate(

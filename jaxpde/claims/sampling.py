@@ -21,12 +21,16 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from ..blocks import DiffusionBlock
 from ..fluxes import FLUXES, AbstractFlux, Linear, TotalVariation
 from ..operators import BOUNDARIES, AbstractOperator, Derivative, Stencil
+from ..operators2d import Gradient, Stencil2D
+from ..sharding import sharded_vmap
 from ..verify.energy import l2_norm, variance
 from ..verify.spectral import power_iteration
 
 ORDERS = (1, 2, 3)
 SIGNAL_KINDS = ("gaussian", "alternating", "random-walk", "piecewise-constant", "top-singular")
 STENCIL_SHAPES = ((3,), (3, 1, 4))
+IMAGE_ORDERS = (1, 2)
+IMAGE_STENCIL_SHAPES = ((3, 3), (2, 1, 2, 2))
 POWER_ITERATIONS = 200
 # The convex functions r of `Measurements.convex_increase`, with M = max|u^0| and
 # a = min u^0: (x/M)^2, |x|/M, exp(x/M), y log y with y = 2 + (x - a)/M.
@@ -71,6 +75,36 @@ def stencils(rng: np.random.Generator, sizes: tuple[int, ...], boundaries=BOUNDA
 def operator_cases(rng: np.random.Generator, sizes: tuple[int, ...], boundaries=BOUNDARIES, *, zero_sum=False):
     """Derivatives of orders 1-3 and random stencils (one and several channels)."""
     return [*derivatives(rng, sizes, boundaries), *stencils(rng, sizes, boundaries, zero_sum=zero_sum)]
+
+
+def image_shape(sizes: tuple[int, ...], index: int) -> tuple[int, int]:
+    """An image `(s, s + 1 + index % 2)` with `s = min(size, 16) // 2` for the budget's size
+    `index` (non-square, odd and even widths; at most 8 x 10 = 80 pixels, so that the
+    dense matrices of the falsifier and the Cholesky solves of the semi-implicit check
+    stay small)."""
+    side = min(sizes[index % len(sizes)], 16) // 2
+    return side, side + 1 + index % 2
+
+
+def image_operator_cases(rng: np.random.Generator, sizes: tuple[int, ...], boundaries=BOUNDARIES):
+    """Operators on images: the gradient of orders 1 and 2 (spacing h log-uniform) and
+    random 2-D stencils (3 x 3 taps, one channel; 2 x 2 taps, 1 -> 2 channels), every
+    boundary, shapes from `image_shape`."""
+    cases = []
+    for order in IMAGE_ORDERS:
+        for index, boundary in enumerate(boundaries):
+            shape = image_shape(sizes, order + index)
+            h = float(10 ** rng.uniform(-1.0, 0.3))
+            name = f"grad{order} {boundary} {shape[0]}x{shape[1]} h={h:.3g}"
+            cases.append((name, Gradient(shape, h=h, boundary=boundary, order=order)))
+    for index, boundary in enumerate(boundaries):
+        for kernel_shape in IMAGE_STENCIL_SHAPES:
+            shape = image_shape(sizes, len(kernel_shape) + index)
+            channels = "1ch" if len(kernel_shape) == 2 else f"{kernel_shape[1]}->{kernel_shape[0]}ch"
+            taps = "x".join(map(str, kernel_shape[-2:]))
+            name = f"stencil2d {taps} {channels} {boundary} {shape[0]}x{shape[1]}"
+            cases.append((name, Stencil2D(rng.standard_normal(kernel_shape), shape, boundary=boundary)))
+    return cases
 
 
 def random_fluxes(rng: np.random.Generator) -> tuple[AbstractFlux, ...]:
@@ -272,7 +306,7 @@ def evaluate(
 
     batch = amplitudes.shape[1]
     indices = jnp.repeat(jnp.arange(count), batch)
-    flat = jax.vmap(run)(indices, rows.reshape(count * batch, -1), fractions.reshape(-1))
+    flat = sharded_vmap(run)(indices, rows.reshape(count * batch, -1), fractions.reshape(-1))
     ratio, drift, excess, share, energy, var, convex = (x.reshape(count, batch, *x.shape[1:]) for x in flat)
     return Measurements(
         ratio=ratio, mean_drift=drift, range_excess=excess, decreasing_share=share, lower=lower, tau=taus,

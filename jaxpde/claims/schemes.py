@@ -23,6 +23,7 @@ from ..operators import Matrix
 from ..schemes.cycle import three_term_cycle
 from ..schemes.implicit import ImplicitScheme, implicit_residual
 from ..schemes.semi_implicit import solve_diffusion_system
+from ..sharding import sharded_vmap
 from ..verify.energy import l2_norm
 from ..verify.falsify import _search, to_sphere
 from . import adversarial, sampling
@@ -119,7 +120,7 @@ def measure(cases: Cases, signals: Array, taus: Array, kind: str, coefficients, 
 
         return jax.vmap(per_flux)(jnp.arange(flux_count), case_taus, case_signals)
 
-    ratio, residual = jax.vmap(per_case)(cases.matrices, cases.fluxes, taus, signals)
+    ratio, residual = sharded_vmap(per_case)(cases.matrices, cases.fluxes, taus, signals)
     return SchemeMeasurements(ratio, residual)
 
 
@@ -160,18 +161,19 @@ def attack(
 
         return jax.vmap(per_flux)(jnp.arange(flux_count), case_taus, case_scales, case_keys)
 
-    worst, sampled, nonfinite, witness = jax.vmap(per_case)(
+    worst, sampled, nonfinite, witness = sharded_vmap(per_case)(
         cases.matrices, cases.masks, cases.fluxes, cases.taus, cases.scales, keys
     )
     return Attack(worst, sampled, nonfinite, witness)
 
 
-def setting(key, budget, taus_of):
+def setting(key, budget, taus_of, cases=sampling.operator_cases):
     """The configurations of a scheme claim, drawn from `key`: a NumPy generator, the named
-    operator cases, the operators, one flux of each class per operator, and the step
-    sizes `taus_of(op, flux)`, `(C, F)`."""
+    operator cases (`cases(rng, sizes)`: signals, or `sampling.image_operator_cases`), the
+    operators, one flux of each class per operator, and the step sizes `taus_of(op, flux)`,
+    `(C, F)`."""
     rng = sampling.numpy_rng(key)
-    named = sampling.operator_cases(rng, budget.sizes)
+    named = cases(rng, budget.sizes)
     ops = [op for _, op in named]
     fluxes = [sampling.random_fluxes(rng) for _ in ops]
     taus = np.array([[float(taus_of(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])

@@ -87,6 +87,9 @@ from .spectral import (
 from .spectral import (
     symbol_norm_bound as symbol_norm_bound,
 )
+from .spectral import (
+    symbol_norm_bound_2d as symbol_norm_bound_2d,
+)
 from .target import (
     TargetReport as TargetReport,
 )

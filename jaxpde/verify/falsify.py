@@ -21,6 +21,7 @@ import optax
 from jaxtyping import Array, Float, Int, PRNGKeyArray, PyTree
 
 from .._checks import check_int, check_positive_float
+from ..sharding import sharded_vmap
 from .energy import l2_norm
 
 
@@ -107,9 +108,9 @@ def _search(violation, starts, context, project, steps: int, learning_rate: floa
         return best, best_x, values[0], jnp.sum(bad)
 
     if context is None:
-        best, best_x, first, bad = jax.vmap(lambda x: one_restart(x, None))(starts)
+        best, best_x, first, bad = sharded_vmap(lambda x: one_restart(x, None))(starts)
     else:
-        best, best_x, first, bad = jax.vmap(one_restart)(starts, context)
+        best, best_x, first, bad = sharded_vmap(one_restart)(starts, context)
     index = jnp.argmax(best)
     witness = jax.tree.map(lambda leaf: leaf[index], best_x)
     return Falsification(best[index], witness, jnp.max(first), best, jnp.sum(bad))

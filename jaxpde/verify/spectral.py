@@ -14,6 +14,10 @@ linear callable. Upper bounds, by `method` (see `proofs/spectral-norm-bounds.md`
 - `"gram"`: Gram iteration (`jaxpde.verify.gram_bound`) on the dense matrix;
 - `"svd"`: LAPACK's SVD of the dense matrix plus its backward-error margin.
 
+2-D stencils (`jaxpde.Stencil2D`) bound their norm with `symbol_norm_bound_2d`, the same
+two arguments for the symbol $A(\theta_1, \theta_2)$ on the $H \times W$ DFT frequencies or
+an $N \times N$ grid (error $M(\pi/N)^2$); `spectral_norm` uses it through `norm_bound()`.
+
 Lower bound: the best $\|Kx\|/\|x\|$ over power iterates on $K^\top K$ (every iterate is
 a valid lower bound), reduced by its own rounding error. For stencils the iteration
 starts from the real Fourier mode at the maximising frequency, multiplied by the top
@@ -30,8 +34,8 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from .._checks import check_int
-from ..operators import AbstractOperator, Derivative, Stencil
+from .._checks import as_float_array, check_int
+from ..operators import BOUNDARIES, AbstractOperator, Derivative, Stencil
 from .energy import l2_norm
 from .gram import GRAM_ITERATIONS, gram_bound, top_right_vector
 from .tolerance import gamma, unit_roundoff
@@ -45,6 +49,10 @@ DENSE_GRAM_ITERATIONS = 20
 # dtype: angle 2 pi r / N (3 roundings, 2 pi <= 6.3), NumPy's cos / sin (< 1 ulp,
 # glibc), and the cast to the dtype: 6.3 * 3 + 2 + 2 < 32.
 PHASE_ROUNDOFFS = 32
+# Absolute error of the product of two tabulated roots of unity (2-D symbols), in units
+# of the unit roundoff: 32 + 32 for the factors, sqrt(2) gamma_2 < 3u for the complex
+# product, and second-order terms: < 72.
+PRODUCT_PHASE_ROUNDOFFS = 72
 # Relative error of |z| for a complex z (hypot-like evaluation, a few ulp).
 ABS_ROUNDOFFS = 4
 # LAPACK: the computed singular values are exact for A + E, ||E|| <= p(m, n) eps ||A||
@@ -195,13 +203,15 @@ def _matrix_bounds(symbol: Array, iterations: int) -> Array:
     return gram_bound(embedded, iterations)
 
 
-def _evaluation_margin(kernel3: Array, taps: int) -> Array:
-    r"""Bound of $\|\hat A(\theta_q) - A(\theta_q)\|_2$: $\|\sum_j|a_j|\|_F(32\mathbf{u} + 2\gamma_{k+1})$."""
+def _evaluation_margin(kernel3: Array, taps: int, phase_roundoffs: int = PHASE_ROUNDOFFS) -> Array:
+    r"""Bound of $\|\hat A(\theta_q) - A(\theta_q)\|_2$: $\|\sum_j|a_j|\|_F(c\mathbf{u} + 2\gamma_{k+1})$,
+    with $c\mathbf{u}$ the absolute error of one computed phase ($c = 32$: a tabulated root of
+    unity; $c = 72$: the product of two, `PRODUCT_PHASE_ROUNDOFFS`)."""
     dtype = kernel3.dtype
     u = unit_roundoff(dtype)
     absolute = jnp.sum(jnp.abs(kernel3), axis=-1)
     frobenius = jnp.sqrt(jnp.sum(absolute * absolute)) * (1 + (absolute.size + 2) * u)
-    return frobenius * (PHASE_ROUNDOFFS * u + 2 * gamma(taps + 1, dtype))
+    return frobenius * (phase_roundoffs * u + 2 * gamma(taps + 1, dtype))
 
 
 def _power_of_two_scaled(x: Array) -> tuple[Array, Array]:
@@ -226,15 +236,23 @@ def toeplitz_grid(taps: int) -> int:
     return max(4096, 2 ** math.ceil(math.log2(512 * taps)))
 
 
-def _curvature(kernel3: Array) -> Array:
-    r"""$M = \sum_{j,l}\|a_j\|_F\|a_l\|_F (j - l)^2$, rounded up."""
+def _curvature(kernel3: Array, positions: np.ndarray | None = None) -> Array:
+    r"""$M = \sum_{j,l}\|a_j\|_F\|a_l\|_F |p_j - p_l|^2$, rounded up, with $p_j$ the integer
+    position of tap $j$ (`positions`, shape `(k, d)`; default $p_j = j$, one axis). The
+    squared distances are small integers, exact in floating point."""
     dtype = kernel3.dtype
     k = kernel3.shape[-1]
     weights = jnp.sqrt(jnp.sum(kernel3 * kernel3, axis=(0, 1)))
-    offsets = np.arange(k)
-    distances = jnp.asarray((offsets[:, None] - offsets[None, :]) ** 2, dtype)
+    offsets = np.arange(k)[:, None] if positions is None else np.asarray(positions)
+    distances = jnp.asarray(np.sum((offsets[:, None, :] - offsets[None, :, :]) ** 2, axis=-1), dtype)
     value = weights @ distances @ weights
     return value * (1 + 2 * gamma(k * k + kernel3.shape[0] * kernel3.shape[1] + 4, dtype))
+
+
+def _grid_supremum(peak: Array, curvature: Array, spacing: float, u: float) -> Array:
+    r"""$\sqrt{\text{peak}^2 + M \cdot \text{spacing}}$ rounded up: the supremum of $\|A\|$ from its
+    grid maximum `peak` and the second-order grid error (`spacing` already rounded up)."""
+    return jnp.sqrt(peak * peak + curvature * spacing) * (1 + 8 * u)
 
 
 @functools.partial(jax.jit, static_argnames=("period", "periodic", "iterations"))
@@ -258,7 +276,7 @@ def _symbol_peak(kernel: Array, period: int, periodic: bool, iterations: int) ->
         upper = peak * (1 + 2 * u)
     else:
         spacing = (math.pi / period) ** 2 / 2 * (1 + 8 * u)
-        upper = jnp.sqrt(peak * peak + _curvature(kernel3) * spacing) * (1 + 8 * u)
+        upper = _grid_supremum(peak, _curvature(kernel3), spacing, u)
     return upper * scale, q, symbol[q]
 
 
@@ -296,6 +314,120 @@ def symbol_norm_bound(
     """
     upper, _, _ = _symbol_peak(kernel, _period(kernel, n, boundary), boundary == "periodic", iterations)
     return upper
+
+
+# --- symbols of 2-D stencils -----------------------------------------------------------
+
+# Largest number of (frequency, tap) phases formed at once by the 2-D symbol evaluation.
+SYMBOL_CHUNK = 2**20
+
+
+def toeplitz_grid_2d(kernel_shape: tuple[int, int]) -> int:
+    """Frequencies $N$ per axis of the $N \\times N$ grid for neumann / dirichlet 2-D
+    stencils of kernel shape $(k_h, k_w)$: $\\ge 512$ and $\\ge 128\\max(k_h, k_w)$, a power of two."""
+    return max(512, 2 ** math.ceil(math.log2(128 * max(kernel_shape))))
+
+
+def _kernel3_2d(kernel: Array) -> Array:
+    """`(kh, kw)` or `(c_out, c_in, kh, kw)` as `(c_out, c_in, kh * kw)` (taps row-major)."""
+    kernel4 = kernel[None, None] if kernel.ndim == 2 else kernel
+    return kernel4.reshape(*kernel4.shape[:2], -1)
+
+
+def _tap_positions(kernel_shape: tuple[int, int]) -> np.ndarray:
+    """Integer positions $(j_1, j_2)$ of the taps, row-major: shape `(kh * kw, 2)`."""
+    rows, cols = np.divmod(np.arange(kernel_shape[0] * kernel_shape[1]), kernel_shape[1])
+    return np.stack([rows, cols], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("periods", "periodic", "iterations"))
+def _symbol_peak_2d(kernel: Array, periods: tuple[int, int], periodic: bool, iterations: int) -> Array:
+    r"""Certified upper bound of $\max_q\|A(\theta_q)\|$ over the grid
+    $\theta_q = (2\pi q_1/P_1, 2\pi q_2/P_2)$ (periodic), or of $\sup_\theta\|A(\theta)\|$ from the
+    $N \times N$ grid (neumann / dirichlet). Compiled once per kernel shape and grid."""
+    kernel_shape = kernel.shape[-2:]
+    # Scaled by a power of two (exact), as in `_symbol_peak`.
+    kernel3, scale = _power_of_two_scaled(_kernel3_2d(kernel))
+    dtype = kernel3.dtype
+    u = unit_roundoff(dtype)
+    k = kernel3.shape[-1]
+    p1, p2 = periods
+    positions = _tap_positions(kernel_shape)
+    _check_index_range(p1 // 2 + 1, kernel_shape[0])
+    first_table, second_table = _phase_table(p1, dtype), _phase_table(p2, dtype)
+    # Exponents reduced exactly in integers: (q_2 j_2) mod P_2 for every column frequency.
+    columns = (np.arange(p2)[:, None] * positions[None, :, 1]) % p2
+    second = second_table[jnp.asarray(columns, jnp.int32)]  # (P_2, k)
+    row_taps = jnp.asarray(positions[:, 0], jnp.int32)
+    weights = kernel3.astype(first_table.dtype)
+
+    def row(q1):
+        # One row q_1 of frequencies: e^{i(j_1 theta_1 + j_2 theta_2)} as a product of two
+        # tabulated roots of unity (absolute error < 72 u, `PRODUCT_PHASE_ROUNDOFFS`).
+        phases = first_table[(q1 * row_taps) % p1][None, :] * second
+        symbol = jnp.einsum("qj,ocj->qoc", phases, weights, precision=_HIGHEST)
+        return jnp.max(_matrix_bounds(symbol, iterations))
+
+    # A(-theta) is the conjugate of A(theta): the rows q_1 <= P_1 / 2 cover the grid.
+    rows = jnp.arange(p1 // 2 + 1, dtype=jnp.int32)
+    values = jax.lax.map(row, rows, batch_size=max(1, SYMBOL_CHUNK // (p2 * k)))
+    peak = jnp.max(values) + _evaluation_margin(kernel3, k, PRODUCT_PHASE_ROUNDOFFS)
+    if periodic:
+        upper = peak * (1 + 2 * u)
+    else:
+        # The nearest grid point is within sqrt(2) pi / N: error (M / 2) * 2 (pi / N)^2.
+        spacing = (math.pi / p1) ** 2 * (1 + 8 * u)
+        upper = _grid_supremum(peak, _curvature(kernel3, positions), spacing, u)
+    return upper * scale
+
+
+def symbol_norm_bound_2d(
+    kernel: Float[Array, "*channels kh kw"],
+    shape: tuple[int, int],
+    boundary: str,
+    iterations: int = GRAM_ITERATIONS,
+) -> Float[Array, ""]:
+    r"""Certified upper bound of the norm of a 2-D stencil from its symbol
+    $A(\theta) = \sum_{j} a_j e^{i(j_1\theta_1 + j_2\theta_2)}$.
+
+    Periodic: $\|K\| = \max_{q} \|A(2\pi q_1/H, 2\pi q_2/W)\|$ over the $H \times W$ DFT
+    frequencies, exact up to the Gram iteration's factor and rounding. Neumann /
+    dirichlet: with $\theta_q$ the $N \times N$ grid ($N$ = `toeplitz_grid_2d`),
+
+    $$\|K\|^2 \le \sup_\theta\|A(\theta)\|^2 \le \max_q\|A(\theta_q)\|^2 + M\Big(\frac{\pi}{N}\Big)^2,
+    \qquad M = \sum_{j,l}\|a_j\|\,\|a_l\|\,|j-l|^2$$
+
+    ($|j - l|$ the Euclidean distance of the tap positions). Every frequency's norm is a
+    certified bound of the computed symbol (modulus for one channel, `gram_bound` for
+    several) plus the evaluation margin $\|\sum_j |a_j|\|_F(72\mathbf{u} + 2\gamma_{k+1})$,
+    $k = k_h k_w$ (`proofs/spectral-norm-bounds.md`, Step 7). Jit-able and differentiable.
+
+    **Arguments:**
+
+    - `kernel`: shape `(kh, kw)` or `(c_out, c_in, kh, kw)`.
+    - `shape`: `(H, W)`, the input image size (used by periodic stencils only).
+    - `boundary`: `"periodic"`, `"neumann"` or `"dirichlet"`.
+    - `iterations`: Gram steps per frequency (several channels).
+
+    **Returns:** the bound, a scalar of the kernel's dtype.
+
+    References: H. Sedghi, V. Gupta, P. M. Long, ICLR 2019, arXiv:1805.10408 (2-D
+    circulant convolutions); A. Böttcher, B. Silbermann, 1999 (sections of Laurent operators).
+    """
+    kernel = as_float_array(kernel)
+    if kernel.ndim not in (2, 4) or 0 in kernel.shape:
+        raise ValueError(
+            f"`kernel` must have shape (kh, kw) or (c_out, c_in, kh, kw) with nonzero sizes, got {kernel.shape}."
+        )
+    if boundary not in BOUNDARIES:
+        raise ValueError(f"`boundary` must be one of {BOUNDARIES}, got {boundary!r}.")
+    if len(shape) != 2:
+        raise ValueError(f"`shape` must be (H, W), got {shape!r}.")
+    shape = (check_int("shape[0]", shape[0], minimum=1), check_int("shape[1]", shape[1], minimum=1))
+    periodic = boundary == "periodic"
+    grid = toeplitz_grid_2d(kernel.shape[-2:])
+    periods = shape if periodic else (grid, grid)
+    return _symbol_peak_2d(kernel, periods, periodic, iterations)
 
 
 def _fourier_start(stencil: Stencil, q: Array, symbol_at_q: Array, period: int, iterations: int) -> Array:

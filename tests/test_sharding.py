@@ -1,0 +1,111 @@
+"""Sharded certification: one device against four forced CPU devices.
+
+The device count is fixed when JAX starts, so the comparison runs in a fresh process
+(`tests/sharded_run.py` with JAX_NUM_CPU_DEVICES=4); the checks on one device run here.
+"""
+
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from jaxpde.cli import main
+from jaxpde.sharding import (
+    AXIS,
+    devices_context,
+    sample_mesh,
+    shard_count,
+    sharded_vmap,
+)
+
+# Rounding: sums inside an entry may be reduced in another order for another batch shape.
+ROUNDING = 64 * float(np.finfo(np.float64).eps)
+
+
+@pytest.fixture(scope="module")
+def four_devices() -> dict:
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4"}
+    cache = jax.config.jax_compilation_cache_dir
+    if cache:
+        env["JAX_COMPILATION_CACHE_DIR"] = cache
+    script = pathlib.Path(__file__).with_name("sharded_run.py")
+    run = subprocess.run([sys.executable, str(script)], check=False, capture_output=True, text=True, env=env, timeout=900)
+    assert run.returncode == 0, run.stderr[-4000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def test_four_devices_visible(four_devices):
+    assert four_devices["devices"] == 4
+
+
+def test_sharded_vmap_matches_vmap(four_devices):
+    result = four_devices["vmap"]
+    assert result["outer_shards"] == {"2": 2, "all": 4}
+    for devices in ("2", "all"):
+        # Odd batch (padded), a module with a static field, PRNG keys, a nested call.
+        assert result[f"difference_{devices}"] <= ROUNDING * 10
+        assert result[f"inner_shards_{devices}"] == 1  # the inner call does not shard again
+        assert result[f"replicated_{devices}"]  # gathered on every device
+    assert result["plain_shards"] == 1
+
+
+def test_shared_evaluation_sharded(four_devices):
+    # Every measurement of the explicit claims' program; the norm ratios bit for bit.
+    assert four_devices["measure"]["ratio_identical"]
+    assert four_devices["measure"]["difference"] <= ROUNDING
+
+
+def test_claims_sharded_same_verdicts(four_devices):
+    claims = four_devices["claims"]
+    for (one, several), (worst_one, worst_several) in zip(claims["statuses"], claims["worst"]):
+        assert one == several == "certified"
+        assert abs(worst_one - worst_several) <= ROUNDING * max(1.0, abs(worst_one))
+    # Besides the worst value (and the falsifier's, whose ascent amplifies rounding), the
+    # reports agree: samples, tolerances, cases, hypotheses.
+    for differences in claims["other_differences"]:
+        assert set(differences) <= {"seconds", "falsifier"}
+
+
+def test_cli_refuses_more_devices_than_visible(four_devices):
+    assert four_devices["cli_bad_devices"] == 2
+
+
+def test_one_device_is_plain_vmap():
+    assert shard_count() == 1
+    x = jnp.arange(12.0).reshape(4, 3)
+    with devices_context(1):
+        assert shard_count() == 1
+        np.testing.assert_array_equal(sharded_vmap(jnp.sum)(x), jax.vmap(jnp.sum)(x))
+    with devices_context(None):
+        assert shard_count() == 1
+
+
+def test_sample_mesh():
+    mesh = sample_mesh("all")
+    assert mesh.axis_names == (AXIS,) and mesh.size == len(jax.devices())
+    assert sample_mesh(1).size == 1
+    assert sample_mesh(jax.devices()[:1]).size == 1
+
+
+@pytest.mark.parametrize("devices", ["most", 0, len(jax.devices()) + 1, []])
+def test_sample_mesh_errors(devices):
+    with pytest.raises(ValueError, match="devices"):
+        sample_mesh(devices)
+
+
+def test_sharded_vmap_needs_one_batch_size():
+    # Two shards of an abstract mesh suffice to trace (nothing runs).
+    mesh = jax.sharding.AbstractMesh((2,), (AXIS,), axis_types=(jax.sharding.AxisType.Auto,))
+    with jax.sharding.use_abstract_mesh(mesh), pytest.raises(ValueError, match="batch"):
+        jax.eval_shape(sharded_vmap(lambda a, b: a + b[0]), jnp.zeros(3), jnp.zeros((4, 2)))
+
+
+def test_cli_distributed_options_need_the_flag(capsys):
+    assert main(["certify", "--claim", "derivative-norm", "--num-processes", "2"]) == 2
+    assert "--distributed" in capsys.readouterr().err
