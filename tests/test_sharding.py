@@ -7,6 +7,7 @@ The device count is fixed when JAX starts, so the comparison runs in a fresh pro
 import json
 import os
 import pathlib
+import socket
 import subprocess
 import sys
 
@@ -15,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from jaxpde.claims import QUICK, get_claim
 from jaxpde.cli import main
 from jaxpde.sharding import (
     AXIS,
@@ -109,3 +111,28 @@ def test_sharded_vmap_needs_one_batch_size():
 def test_cli_distributed_options_need_the_flag(capsys):
     assert main(["certify", "--claim", "derivative-norm", "--num-processes", "2"]) == 2
     assert "--distributed" in capsys.readouterr().err
+
+
+def test_two_processes_certify_like_one():
+    """`--distributed` on one machine: two processes with two CPU devices each (the mesh
+    spans four devices of two processes); process 0 reports what one device finds."""
+    with socket.socket() as probe:
+        probe.bind(("localhost", 0))
+        port = probe.getsockname()[1]
+    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "2", "JAXPDE_CACHE_DIR": ""}
+    command = [sys.executable, "-m", "jaxpde.cli", "certify", "--claim", "radial-basis-flux", "--json", "--devices", "all"]
+    command += ["--distributed", "--coordinator", f"localhost:{port}", "--num-processes", "2", "--process-id"]
+    processes = [
+        subprocess.Popen([*command, str(i)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for i in range(2)
+    ]
+    outputs = [p.communicate(timeout=600) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], outputs[0][1][-3000:]
+    # The collectives library logs connections to stdout; the report is the JSON list.
+    reported = "\n".join(line for line in outputs[0][0].splitlines() if not line.startswith("[Gloo]"))
+    (report,) = json.loads(reported)
+    assert "radial-basis-flux" not in outputs[1][0]  # only process 0 reports
+    single = get_claim("radial-basis-flux").check(jax.random.fold_in(jax.random.key(0), 0), QUICK)
+    expected = single.to_json()
+    assert report["status"] == "certified"
+    assert {k: v for k, v in report.items() if k != "seconds"} == {k: v for k, v in expected.items() if k != "seconds"}
