@@ -1,5 +1,6 @@
-"""Run by `tests/test_sharding.py` in a fresh process with JAX_NUM_CPU_DEVICES=4 (the
-device count is fixed when JAX starts): prints one JSON object of results.
+"""Run by `tests/test_sharding.py` in a fresh process with four forced CPU devices
+(XLA_FLAGS=--xla_force_host_platform_device_count=4; the device count is fixed when JAX
+starts): prints one JSON object of results.
 
 Differences are reported as the largest absolute difference between one device and
 several: per-entry values agree bit for bit, sums within an entry up to rounding (XLA

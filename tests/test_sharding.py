@@ -1,7 +1,8 @@
 """Sharded certification: one device against four forced CPU devices.
 
 The device count is fixed when JAX starts, so the comparison runs in a fresh process
-(`tests/sharded_run.py` with JAX_NUM_CPU_DEVICES=4); the checks on one device run here.
+(`tests/sharded_run.py` with XLA_FLAGS=--xla_force_host_platform_device_count=4); the
+checks on one device run here.
 """
 
 import json
@@ -32,7 +33,8 @@ ROUNDING = 64 * float(np.finfo(np.float64).eps)
 
 @pytest.fixture(scope="module")
 def four_devices() -> dict:
-    env = {**os.environ, "JAX_NUM_CPU_DEVICES": "4"}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()
+    env = {**os.environ, "XLA_FLAGS": flags}
     cache = jax.config.jax_compilation_cache_dir
     if cache:
         env["JAX_COMPILATION_CACHE_DIR"] = cache
