@@ -31,14 +31,13 @@ AXIS = "samples"
 
 def _resolve(devices: str | int | Sequence[jax.Device]) -> list[jax.Device]:
     available = jax.devices()
+    if devices == "all":
+        return list(available)
     if isinstance(devices, str):
-        if devices != "all":
-            try:
-                devices = int(devices)
-            except ValueError:
-                raise ValueError(f"`devices` must be 'all', a count or a list of devices, got {devices!r}.") from None
-        else:
-            return list(available)
+        try:
+            devices = int(devices)
+        except ValueError:
+            raise ValueError(f"`devices` must be 'all', a count or a list of devices, got {devices!r}.") from None
     if isinstance(devices, int) and not isinstance(devices, bool):
         if not 1 <= devices <= len(available):
             raise ValueError(

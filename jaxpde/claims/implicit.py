@@ -14,7 +14,7 @@ from ..verify.tolerance import (
     norm_ratio_tolerance,
     unit_roundoff,
 )
-from . import adversarial, schemes
+from . import adversarial, sampling, schemes
 from .registry import Budget, Claim, Evidence
 
 # Step sizes of the stability claims: up to this multiple of the explicit bound.
@@ -30,7 +30,7 @@ def _tolerance(block: DiffusionBlock) -> Tolerance:
     return Tolerance(base.value + extra, base.derivation + f" + 4u = {base.value + extra:.3g}")
 
 
-def stability_evidence(key, budget: Budget, kind: str, cases=schemes.sampling.operator_cases) -> Evidence:
+def stability_evidence(key, budget: Budget, kind: str, cases=sampling.operator_cases) -> Evidence:
     """Implicit or semi-implicit steps (`kind`) at `tau` from 1 to `LARGEST_MULTIPLE` times
     the explicit bound, on the operators `cases(rng, sizes)`: sampled inputs and the falsifier."""
     rng, named, ops, fluxes, taus = schemes.setting(
