@@ -54,8 +54,8 @@ def _parser() -> argparse.ArgumentParser:
     target.add_argument("--restarts", type=int, default=256, help="falsifier restarts for --target (default 256)")
     target.add_argument("--steps", type=int, default=100, help="Adam steps per restart for --target (default 100)")
     target.add_argument(
-        "--radii", type=float, nargs=2, default=(1e-2, 1e2), metavar=("LOW", "HIGH"),
-        help="input norms for --target, log-uniform (default 0.01 100)",
+        "--radii", type=float, nargs=2, default=(1e-6, 1e6), metavar=("LOW", "HIGH"),
+        help="input norms searched for --target, log-stratified (default 1e-6 1e6; widen freely)",
     )
     demo = commands.add_parser("demo", help="runnable demonstrations")
     demos = demo.add_subparsers(dest="demo", required=True)
@@ -120,9 +120,10 @@ def certify_target(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report.to_json(), indent=2))
     else:
-        console = Console() if Console().is_terminal else Console(width=120)
+        console = Console() if Console().is_terminal else Console(width=LOG_WIDTH)
         colour = {"certified": "green", "violated": "red"}.get(report.status, "yellow")
-        console.print(f"[bold]{report.name}[/]: [{colour}]{report.status}[/]")
+        console.print(f"[bold]{report.name}[/]: [{colour}]{report.status}[/] (basis: {report.basis})")
+        console.print(f"  basis: {report.basis_detail}")
         console.print(
             f"  Euclidean gain (largest found): {report.gain:.12g}"
             + (f"  (certified <= {report.certified_gain_bound:g})" if report.certified_gain_bound is not None else "")
@@ -135,6 +136,8 @@ def certify_target(args: argparse.Namespace) -> int:
         console.print(f"  tolerance {report.tolerance:.3g}; {report.restarts} restarts x {report.steps} steps")
         for name, value in report.hypotheses.items():
             console.print(f"  {name}: {value}")
+        if report.precision_note:
+            console.print(f"  {report.precision_note}")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "target.json").write_text(json.dumps(report.to_json(), indent=2))
@@ -164,7 +167,6 @@ def certify(args: argparse.Namespace) -> int:
         with devices_context(mesh):
             return certify_target(args)
     from rich.console import Console
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from .claims import CLAIMS, QUICK, THOROUGH, check_all, get_claim, warm_up
 
@@ -176,47 +178,137 @@ def certify(args: argparse.Namespace) -> int:
         return 2
     # Every process computes (the mesh spans all of them); process 0 reports.
     reporting = jax.process_index() == 0
-    progress_console = Console(stderr=True)
     start = time.perf_counter()
-    with Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TimeElapsedColumn(), console=progress_console, transient=True, disable=not reporting,
-    ) as progress:
+    with _Progress(len(claims), f"{budget.name}, {mesh.size} devices", reporting) as progress:
         if not args.claim:  # the full registry: compile its programs in parallel first
-            compiling = progress.add_task("compiling", total=None)
+            progress.phase("compiling the shared programs")
             warm_up(budget, devices=mesh)
-            progress.remove_task(compiling)
-        task = progress.add_task(f"certifying ({budget.name}, {mesh.size} devices)", total=len(claims))
+            progress.phase(f"compiled the shared programs in {time.perf_counter() - start:.1f} s")
         certificates = check_all(
-            claims, jax.random.key(args.seed), budget, devices=mesh,
-            on_done=lambda certificate: progress.update(task, advance=1, description=certificate.claim_id),
+            claims, jax.random.key(args.seed), budget, devices=mesh, on_start=progress.started, on_done=progress.done,
         )
     elapsed = time.perf_counter() - start
     if not reporting:
         return 0 if all(c.certified for c in certificates) else 1
 
+    summary = _summary(certificates, elapsed)
     if args.json:
         print(json.dumps([c.to_json() for c in certificates], indent=2))
+        print(summary, file=sys.stderr)
     else:
         console = Console()
         if not console.is_terminal:
-            console = Console(width=120)
-        _print_table(console, certificates, f"{budget.name}, {_device_summary(mesh)}", elapsed)
+            console = Console(width=LOG_WIDTH)  # a log: never cut a column
+        _print_table(console, certificates, f"{budget.name}, {_device_summary(mesh)}", summary)
     if args.out is not None:
         _write_report(args.out, certificates, budget, args.seed, mesh)
     return 0 if all(c.certified for c in certificates) else 1
 
 
-def _print_table(console, certificates, budget_name: str, elapsed: float) -> None:
+# Width of the output when it is not a terminal (a log file, CI): wide enough that no
+# column of the table is cut.
+LOG_WIDTH = 240
+
+
+def _interactive() -> bool:
+    """Whether a person watches both stdout and stderr (then: a live progress bar)."""
+    return sys.stdout.isatty() and sys.stderr.isatty()
+
+
+def peak_memory_gb() -> float:
+    """The peak resident memory of this process or of any finished child process, in GB
+    (`resource.getrusage`; Linux reports KiB, macOS bytes)."""
+    import resource
+
+    peak = max(resource.getrusage(who).ru_maxrss for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN))
+    return peak / (2**30 if sys.platform == "darwin" else 2**20)
+
+
+def _summary(certificates, elapsed: float) -> str:
+    certified = sum(c.certified for c in certificates)
+    return (
+        f"{certified}/{len(certificates)} claims certified in {elapsed:.1f} s wall-clock, "
+        f"peak memory {peak_memory_gb():.2f} GB"
+    )
+
+
+class _Progress:
+    """What `jaxpde certify` shows while it runs, on stderr. In a terminal: a live bar
+    with the claims that are running; otherwise (a log file, CI): one line per phase and
+    per finished claim (id, verdict, seconds), flushed at once."""
+
+    def __init__(self, total: int, description: str, enabled: bool):
+        import threading
+
+        self.total, self.description, self.enabled = total, description, enabled
+        self.finished, self.running = 0, []
+        self.lock = threading.Lock()
+        self.bar = None
+        if enabled and _interactive():
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self.bar = Progress(
+                TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                TimeElapsedColumn(), TextColumn("{task.fields[running]}"), console=Console(stderr=True), transient=True,
+            )
+            self.task = self.bar.add_task(f"certifying ({description})", total=total, running="")
+
+    def __enter__(self):
+        if self.bar is not None:
+            self.bar.start()
+        elif self.enabled:
+            self._line(f"jaxpde certify: {self.total} claims ({self.description})")
+        return self
+
+    def __exit__(self, *exc):
+        if self.bar is not None:
+            self.bar.stop()
+
+    def _line(self, text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
+
+    def _refresh(self) -> None:
+        running = ", ".join(self.running[:4]) + (f" +{len(self.running) - 4}" if len(self.running) > 4 else "")
+        self.bar.update(self.task, completed=self.finished, running=f"running: {running}" if running else "")
+
+    def phase(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, running=text)
+        elif self.enabled:
+            self._line(text)
+
+    def started(self, claim_id: str) -> None:
+        with self.lock:
+            self.running.append(claim_id)
+            if self.bar is not None:
+                self._refresh()
+
+    def done(self, certificate) -> None:
+        with self.lock:
+            self.finished += 1
+            if certificate.claim_id in self.running:
+                self.running.remove(certificate.claim_id)
+            if self.bar is not None:
+                self._refresh()
+            elif self.enabled:
+                basis = getattr(certificate, "basis", None)
+                self._line(
+                    f"[{self.finished:>{len(str(self.total))}}/{self.total}] {certificate.claim_id:<34} "
+                    f"{certificate.status:<10} {certificate.seconds:7.1f} s" + (f"  ({basis})" if basis else "")
+                )
+
+
+def _print_table(console, certificates, budget_name: str, summary: str) -> None:
     from rich.table import Table
 
     table = Table(title=f"jaxpde certify ({budget_name}, float64)")
-    for column in ("claim", "status", "samples", "worst", "", "bound", "tolerance", "falsifier", "seconds"):
-        table.add_column(column, justify="left" if column in ("claim", "status") else "right", no_wrap=True)
+    for column in ("claim", "status", "basis", "samples", "worst", "", "bound", "tolerance", "falsifier", "seconds"):
+        table.add_column(column, justify="left" if column in ("claim", "status", "basis") else "right", no_wrap=True)
     colours = {"certified": "green", "violated": "red", "error": "red"}
     for c in certificates:
         table.add_row(
-            c.claim_id, f"[{colours[c.status]}]{c.status}[/]", str(c.samples), f"{c.worst:.12g}",
+            c.claim_id, f"[{colours[c.status]}]{c.status}[/]", getattr(c, "basis", None) or "", str(c.samples), f"{c.worst:.12g}",
             c.relation, f"{c.bound:.6g}", f"{c.tolerance:.2g}",
             "n/a" if c.falsifier is None else f"{c.falsifier.worst:.6g}", f"{c.seconds:.2f}",
         )
@@ -224,8 +316,7 @@ def _print_table(console, certificates, budget_name: str, elapsed: float) -> Non
     for c in certificates:
         if c.message:
             console.print(f"[red]{c.claim_id}[/]: {c.message}")
-    certified = sum(c.certified for c in certificates)
-    console.print(f"{certified}/{len(certificates)} claims certified in {elapsed:.1f} s")
+    console.print(summary)
 
 
 def _device_summary(mesh) -> str:

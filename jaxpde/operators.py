@@ -88,14 +88,65 @@ def _reverse(kernel: Float[Array, "*c k"]) -> Float[Array, "*c_swapped k"]:
     return kernel[..., ::-1]
 
 
+def unit_roundoff(dtype) -> float:
+    """$\\mathbf{u} = \\varepsilon / 2$ of a floating dtype."""
+    return float(np.finfo(dtype).eps) / 2
+
+
+def inflation(roundings: int, dtype) -> float:
+    r"""The factor $1 + c\mathbf{u}$ ($c$ even, so the factor is exact in `dtype`) with
+    $1 + c\mathbf{u} \ge (1 - \mathbf{u})^{-(\text{roundings} + 1)}$.
+
+    A nonnegative number computed from exact nonnegative data by at most `roundings`
+    correctly rounded sums, products and square roots is at least the exact value times
+    $(1 - \mathbf{u})^{\text{roundings}}$; multiplied by this factor (one more rounding) it is an
+    upper bound of the exact value. Proof: with $p$ = `roundings` + 1,
+    $(1 - \mathbf{u})^{-p} \le 1 / (1 - p\mathbf{u}) = 1 + \gamma_p$ (Bernoulli), and $c = 2\lceil\gamma_{p+1}/(2\mathbf{u})\rceil$
+    satisfies $c\mathbf{u} \ge \gamma_p$: either $c \ge \gamma_{p+1}/\mathbf{u} \ge \gamma_p/\mathbf{u}$, or the float64 quotient
+    rounded to $p + 1$ exactly, which happens only when $p(p + 1)\mathbf{u} < 1$, and then
+    $(p + 1)\mathbf{u} \ge \gamma_p$ (Higham, *Accuracy and Stability of Numerical Algorithms*, 2002, Lemma 3.1).
+    """
+    u = unit_roundoff(dtype)
+    p = roundings + 2
+    if p * u >= 0.5:
+        raise ValueError(f"{roundings} roundings are too many for {np.dtype(dtype).name}: the bound is void.")
+    gamma = p * u / (1 - p * u)
+    return 1 + 2 * math.ceil(gamma / (2 * u)) * u
+
+
+def round_up(x: Array, roundings: int) -> Array:
+    """`x` times `inflation(roundings, x.dtype)`: an upper bound of the exact value of a
+    nonnegative `x` computed with at most `roundings` roundings that each lower it by at
+    most a factor $1 - \\mathbf{u}$."""
+    return x * inflation(roundings, x.dtype)
+
+
+def ceil_constant(value: float, dtype) -> np.ndarray:
+    """The smallest number of `dtype` that is at least the float64 `value` (a constant
+    cast upwards, never to nearest)."""
+    cast = np.asarray(value, dtype)
+    if float(cast) < value:
+        cast = np.asarray(np.nextafter(cast, np.asarray(np.inf, dtype)), dtype)
+    return cast
+
+
 @jax.jit
 def _schur_bound(kernel: Float[Array, "*c k"]) -> Float[Array, ""]:
+    r"""Schur's bound $\sqrt{R\,C}$ of $\||K|\|$ for a stencil, rounded up.
+
+    One channel: $R = C = \sum_j |a_j|$, a sum of $k$ nonnegative terms: in any order the
+    computed sum is at least $(1 - \mathbf{u})^{k-1}$ times the exact one. Several channels:
+    $R = \max_o\sum_{c,j}|a_{ocj}|$ ($c_{\rm in}k$ terms), $C = \max_c\sum_{o,j}|a_{ocj}|$
+    ($c_{\rm out}k$ terms), evaluated as $\sqrt R\cdot\sqrt C$ (no underflow of $RC$): the
+    square roots halve the sums' exponents, plus three roundings.
+    """
     absolute = jnp.abs(kernel)
     if absolute.ndim == 1:
-        return jnp.sum(absolute)
+        return round_up(jnp.sum(absolute), absolute.shape[-1] - 1)
+    c_out, c_in, k = absolute.shape
     row_sum = jnp.max(jnp.sum(absolute, axis=(1, 2)))
     col_sum = jnp.max(jnp.sum(absolute, axis=(0, 2)))
-    return jnp.sqrt(row_sum * col_sum)
+    return round_up(jnp.sqrt(row_sum) * jnp.sqrt(col_sum), (c_in * k + c_out * k) // 2 + 3)
 
 
 class Stencil(AbstractOperator):
@@ -217,18 +268,18 @@ class Stencil(AbstractOperator):
         $M = \sum_{j,l}\|a_j\|\|a_l\|(j-l)^2$. Several channels use Gram iteration per
         frequency; rounding margins are included
         (`jaxpde.verify.spectral.symbol_norm_bound`, `proofs/spectral-norm-bounds.md`).
-        Capped by the Schur bound `abs_norm_bound()`. Jit-able; called eagerly, it runs
-        one compiled program per kernel shape and grid (shared by all neumann and
-        dirichlet sizes).
+        Capped by the Schur bound `abs_norm_bound()` (itself rounded up, so the cap is
+        an upper bound too). Jit-able; called eagerly, it runs one compiled program per
+        kernel shape and grid (shared by all neumann and dirichlet sizes).
         """
         from .verify.spectral import symbol_norm_bound  # verify imports this module
 
-        eps = jnp.finfo(self.kernel.dtype).eps
         bound = symbol_norm_bound(self.kernel, self.n, self.boundary)
-        return jnp.minimum(bound, self.abs_norm_bound() * (1 + 4 * eps))
+        return jnp.minimum(bound, self.abs_norm_bound())
 
     def abs_norm_bound(self) -> Float[Array, ""]:
-        r"""Schur's bound $\sqrt{\max_{\rm row} \sum |K| \cdot \max_{\rm col} \sum |K|}$."""
+        r"""Schur's bound $\sqrt{\max_{\rm row} \sum |K| \cdot \max_{\rm col} \sum |K|}$, rounded up
+        (a certified upper bound of $\||K|\|$ and of $\|K\|$; `proofs/spectral-norm-bounds.md`, Step 8)."""
         return _schur_bound(self.kernel)
 
     def as_matrix(self) -> Float[Array, "rows cols"]:
@@ -247,6 +298,27 @@ def _neumann_difference_norm(p: int) -> float:
     The dirichlet $D_1$ on $p$ points is the adjoint of the neumann one on $p + 1$.
     """
     return 2 * math.cos(math.pi / (2 * p))
+
+
+def _unit_norm_bound(order: int, n: int, boundary: str) -> float:
+    r"""A float64 upper bound of $\|D_m\|$ at $h = 1$ (exact for $m = 1$ or periodic).
+
+    Each factor $2\cos(\pi/(2p))$, $p \ge 2$, is within $4.6\mathbf{u}$ of its value ($\pi$ and the
+    division: a relative argument error $2\mathbf{u}$, i.e. $2\mathbf{u}\,\theta\tan\theta \le 1.6\mathbf{u}$ on the cosine for
+    $\theta \le \pi/4$; `cos` within 1 ulp, $2\mathbf{u}$), a product of $m$ factors within $(4.6m + m)\mathbf{u}$;
+    the margin $8(m + 1)\mathbf{u}$ covers this and its own rounding ($\mathbf{u}$ of float64).
+    """
+    if boundary == "periodic":
+        # Largest |2 sin(pi q / n)| over q: q = n/2 (even n) or (n - 1)/2 (odd n).
+        per_order = 2.0 if n % 2 == 0 else _neumann_difference_norm(n)
+        value = per_order**order
+    elif boundary == "neumann":
+        # D_m = D_1^(n-m+1) ... D_1^(n); D_1^(p) maps p points to p - 1.
+        value = math.prod(_neumann_difference_norm(p) for p in range(n - order + 1, n + 1))
+    else:
+        # D_m = D_1^(n+m-1) ... D_1^(n); D_1^(p) maps p points to p + 1.
+        value = math.prod(_neumann_difference_norm(p + 1) for p in range(n, n + order))
+    return value * (1 + 8 * (order + 1) * unit_roundoff(np.float64))
 
 
 class Derivative(AbstractOperator):
@@ -317,20 +389,31 @@ class Derivative(AbstractOperator):
         return self.order == 1 or self.boundary == "periodic"
 
     def norm_bound(self) -> Float[Array, ""]:
-        m, n = self.order, self.n
-        if self.boundary == "periodic":
-            # Largest |2 sin(pi q / n)| over q: q = n/2 (even n) or (n - 1)/2 (odd n).
-            per_order = 2.0 if n % 2 == 0 else 2 * math.cos(math.pi / (2 * n))
-            value = per_order**m
-        elif self.boundary == "neumann":
-            # D_m = D_1^(n-m+1) ... D_1^(n); D_1^(p) maps p points to p - 1.
-            value = math.prod(_neumann_difference_norm(p) for p in range(n - m + 1, n + 1))
-        else:
-            # D_m = D_1^(n+m-1) ... D_1^(n); D_1^(p) maps p points to p + 1.
-            value = math.prod(_neumann_difference_norm(p + 1) for p in range(n, n + m))
-        # Round up: the float64 evaluation above is within a few ulp of the true value.
-        value = value * (1 + 16 * np.finfo(np.float64).eps)
-        return value / self.h**m
+        r"""Certified upper bound of $\|D_m\|$, rounded up in the kernel's dtype.
+
+        The operator applies its stored taps $t_j$ (the binomial stencil rounded to the
+        dtype, float32 when x64 is off). With $s = |t_0|$ (the stored $1/h^m$) and $\nu_m$ the
+        closed-form norm at $h = 1$ (a float64 upper bound, cast upwards),
+        $\|K_t\| \le s\,\nu_m + \sum_j|t_j - (-1)^{m-j}\binom mj s|$ (triangle inequality and
+        Young's $\|K_\delta\| \le \sum_j|\delta_j|$); the sum is 0 for $m \le 2$, whose binomials are powers
+        of two. Every rounding of the evaluation is covered by `round_up`
+        (`proofs/derivative-norm.md`, Step 6). Jit-able.
+        """
+        m = self.order
+        kernel = self.stencil.kernel
+        dtype = kernel.dtype
+        u = unit_roundoff(dtype)
+        unit = ceil_constant(_unit_norm_bound(m, self.n, self.boundary), dtype)
+        scale = jnp.abs(kernel[0])
+        binomial = [(-1) ** (m - j) * math.comb(m, j) for j in range(m + 1)]
+        # Products s * C(m, j) are exact for powers of two; the others are off by <= u s C.
+        inexact = sum(math.comb(m, j) for j in range(m + 1) if math.comb(m, j) & (math.comb(m, j) - 1))
+        deviation = jnp.sum(jnp.abs(kernel - scale * jnp.asarray(np.asarray(binomial, np.float64), dtype)))
+        value = scale * unit + deviation
+        if inexact:
+            value = value + scale * ceil_constant(inexact * u, dtype)
+        # Roundings: 1 (s * nu) or m + 2 (deviation: a product, a difference, m sums) and 2 sums.
+        return round_up(value, m + 5)
 
     def abs_norm_bound(self) -> Float[Array, ""]:
         return self.stencil.abs_norm_bound()
@@ -387,9 +470,12 @@ class Matrix(AbstractOperator):
         return gram_bound(self.matrix)
 
     def abs_norm_bound(self) -> Float[Array, ""]:
-        r"""Schur's bound $\sqrt{\max_{\rm row} \sum |K| \cdot \max_{\rm col} \sum |K|}$."""
+        r"""Schur's bound $\sqrt{\max_{\rm row} \sum |K| \cdot \max_{\rm col} \sum |K|}$, rounded up."""
         absolute = jnp.abs(self.matrix)
-        return jnp.sqrt(jnp.max(jnp.sum(absolute, axis=1)) * jnp.max(jnp.sum(absolute, axis=0)))
+        rows, cols = absolute.shape
+        row_sum, col_sum = jnp.max(jnp.sum(absolute, axis=1)), jnp.max(jnp.sum(absolute, axis=0))
+        # Sums of `cols` and `rows` terms, two square roots and a product (as in `_schur_bound`).
+        return round_up(jnp.sqrt(row_sum) * jnp.sqrt(col_sum), (rows + cols) // 2 + 3)
 
     def as_matrix(self) -> Float[Array, "rows cols"]:
         return self.matrix

@@ -31,6 +31,7 @@ from .operators import (
     Derivative,
     _dense,
     _schur_bound,
+    round_up,
 )
 
 _HIGHEST = jax.lax.Precision.HIGHEST
@@ -68,12 +69,6 @@ def _along(op: AbstractOperator, u: Array, axis: int) -> Array:
 def _pad_to(x: Array, shape: tuple[int, int]) -> Array:
     """`x` zero-padded at the end of both axes to `shape`."""
     return jnp.pad(x, [(0, shape[0] - x.shape[0]), (0, shape[1] - x.shape[1])])
-
-
-def _round_up(x: Array, roundoffs: int) -> Array:
-    """`x` times $1 + c\\mathbf{u}$, $\\mathbf{u}$ the unit roundoff of its dtype: a computed
-    upper bound rounded up by `c` units."""
-    return x * (1 + roundoffs * float(jnp.finfo(x.dtype).eps) / 2)
 
 
 class Gradient(AbstractOperator):
@@ -170,9 +165,9 @@ class Gradient(AbstractOperator):
         of each axis (capped by the Schur bound `abs_norm_bound()`, which it can only
         exceed by rounding when $\|\nabla_m\| = \sqrt 2 (2/h)^m$)."""
         ny, nx = self.dy.norm_bound(), self.dx.norm_bound()
-        # 1 + 2(m + 8)u covers the m + 1 roundings of a float32 nu (x64 disabled) and the
-        # squares, sum, square root and product here (`proofs/gradient-2d-norm.md`, Step 6).
-        bound = _round_up(jnp.sqrt(ny * ny + nx * nx), 2 * (self.order + 8))
+        # nu_H, nu_W are certified (rounded up in their dtype); the two squares, the sum and
+        # the square root are four roundings (`proofs/gradient-2d-norm.md`, Step 6).
+        bound = round_up(jnp.sqrt(ny * ny + nx * nx), 4)
         return jnp.minimum(bound, self.abs_norm_bound())
 
     def abs_norm_bound(self) -> Float[Array, ""]:
@@ -180,8 +175,9 @@ class Gradient(AbstractOperator):
         $S = \sum_j |a_j| = (2/h)^m$), a column meets both components (at most $2S$), so
         $\||\nabla_m|\| \le \sqrt{S \cdot 2S}$."""
         sy, sx = self.dy.abs_norm_bound(), self.dx.abs_norm_bound()
-        # Each computed S is a sum of m + 1 terms: 1 + 2(m + 4)u covers it and the rest.
-        return _round_up(jnp.sqrt(jnp.maximum(sy, sx) * (sy + sx)), 2 * (self.order + 4))
+        # Each S is certified (rounded up by `Stencil.abs_norm_bound`); the sum, two square
+        # roots and the product are four roundings (no underflow of a product of two S).
+        return round_up(jnp.sqrt(jnp.maximum(sy, sx)) * jnp.sqrt(sy + sx), 4)
 
     def as_matrix(self) -> Float[Array, "rows cols"]:
         return _dense_matrix(self, self.h.dtype)
@@ -396,12 +392,12 @@ class Stencil2D(AbstractOperator):
         """
         from .verify.spectral import symbol_norm_bound_2d  # verify imports operators
 
-        eps = jnp.finfo(self.kernel.dtype).eps
         bound = symbol_norm_bound_2d(self.kernel, self.shape, self.boundary)
-        return jnp.minimum(bound, self.abs_norm_bound() * (1 + 4 * eps))
+        return jnp.minimum(bound, self.abs_norm_bound())
 
     def abs_norm_bound(self) -> Float[Array, ""]:
-        r"""Schur's bound $\sqrt{\max_{\rm row} \sum |K| \cdot \max_{\rm col} \sum |K|}$."""
+        r"""Schur's bound $\sqrt{\max_{\rm row} \sum |K| \cdot \max_{\rm col} \sum |K|}$, rounded up
+        (`proofs/spectral-norm-bounds.md`, Step 8)."""
         kh, kw = self.kernel_shape
         return _schur_bound(self.kernel.reshape(*self.kernel.shape[:-2], kh * kw))
 

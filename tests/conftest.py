@@ -4,6 +4,7 @@ import tempfile
 
 import hypothesis
 import jax
+import pytest
 
 # Numerics tests run in float64 on purpose; float32 paths are tested explicitly.
 jax.config.update("jax_enable_x64", True)
@@ -29,4 +30,25 @@ hypothesis.settings.register_profile(
     deadline=None,
     suppress_health_check=[hypothesis.HealthCheck.too_slow],
 )
-hypothesis.settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
+PROFILE = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+hypothesis.settings.load_profile(PROFILE)
+
+
+# The two workers take one file at a time in collection order (pyproject.toml: --dist
+# loadfile, --no-loadscope-reorder). Files with long single tests go first, so that the
+# last files to start are short ones and neither worker idles at the end.
+LONG_FILES_FIRST = ("test_readme.py", "test_unet.py", "test_multigrid.py", "test_resnet.py", "test_energy.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Long files first (stable otherwise); tests and parameters marked `thorough` (heavy,
+    compile-bound variants of properties that the default run tests on fewer cases) run
+    only in the thorough profile."""
+    rank = {name: k for k, name in enumerate(LONG_FILES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
+    if PROFILE == "thorough":
+        return
+    skip = pytest.mark.skip(reason="a heavy variant: runs with HYPOTHESIS_PROFILE=thorough")
+    for item in items:
+        if item.get_closest_marker("thorough") is not None:
+            item.add_marker(skip)

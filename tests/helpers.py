@@ -3,6 +3,7 @@
 import math
 
 import numpy as np
+import pytest
 
 import jaxpde
 import jaxpde.testing
@@ -72,6 +73,18 @@ def claim_budget():
     from jaxpde.claims import Budget
 
     return Budget(samples=10, depth=2, sizes=(16,), name="test", restarts=32, steps=50)
+
+
+# A heavy, compile-bound variant (a large size, one more configuration compiled as a
+# program of its own): skipped in the default `ci` profile, run with
+# HYPOTHESIS_PROFILE=thorough (tests/conftest.py). Use on a test or as
+# `pytest.param(..., marks=thorough)`.
+thorough = pytest.mark.thorough
+
+
+def thorough_param(*values, id=None):
+    """A parametrization that runs only in the thorough profile."""
+    return pytest.param(*values, marks=thorough, id=id)
 
 
 def few_examples(n: int):

@@ -1,6 +1,7 @@
 """Run by `tests/test_sharding.py` in a fresh process with four forced CPU devices
 (XLA_FLAGS=--xla_force_host_platform_device_count=4; the device count is fixed when JAX
-starts): prints one JSON object of results.
+starts): prints one JSON object of results. With the argument `registry` it checks the
+whole claims registry sharded instead (a separate run: it takes the longest).
 
 Differences are reported as the largest absolute difference between one device and
 several: per-entry values agree bit for bit, sums within an entry up to rounding (XLA
@@ -8,20 +9,33 @@ picks the order of a reduction per batch shape)."""
 
 import json
 import sys
+import time
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import NamedSharding, PartitionSpec
 
-from jaxpde import Derivative, fluxes
-from jaxpde.claims import Budget, check_all, get_claim, sampling
+from jaxpde import Derivative, Matrix, Stencil, fluxes
+from jaxpde.claims import CLAIMS, Budget, check_all, get_claim, sampling, warm_up
 from jaxpde.cli import main
-from jaxpde.sharding import devices_context, shard_count, sharded_vmap
+from jaxpde.schemes import ImplicitScheme, Multigrid, SemiImplicitScheme
+from jaxpde.sharding import (
+    AXIS,
+    devices_context,
+    sample_mesh,
+    shard_count,
+    sharded_vmap,
+)
 
 jax.config.update("jax_enable_x64", True)
 BUDGET = Budget(samples=6, depth=2, sizes=(16,), name="test-sharding", restarts=8, steps=20)
-CLAIMS = ("radial-basis-flux",)
+SHARDED_CLAIMS = ("radial-basis-flux",)
+# The whole registry at a tiny budget: every claim must run sharded, not certify well. (With
+# 5 samples nonmonotone-stability can miss the decreasing branch of its fluxes and reports
+# "violated", on one device as well.)
+TINY = Budget(samples=16, depth=1, sizes=(8,), name="test-sharding-tiny", restarts=1, steps=1)
 
 
 class Scaled(eqx.Module):
@@ -77,7 +91,7 @@ def measure_case() -> dict:
 
 
 def claims_case() -> dict:
-    claims = [get_claim(c) for c in CLAIMS]
+    claims = [get_claim(c) for c in SHARDED_CLAIMS]
     reports = {}
     for devices in (None, "all"):
         certificates = check_all(claims, jax.random.key(2), BUDGET, workers=2, devices=devices)
@@ -90,8 +104,75 @@ def claims_case() -> dict:
     }
 
 
+def scheme_cases() -> dict:
+    """The implicit and semi-implicit schemes on every solver path, `jax.vmap` on one device
+    against `sharded_vmap` inside `jax.shard_map` (odd batch, padded) and `jax.vmap` under
+    `jax.set_mesh` with a batch sharded over the devices: the step and the gradient of
+    `sum(step(u)^3)`. Each case reports the largest difference relative to the largest
+    unsharded value, or the error it raised."""
+    n = 32
+    rng = np.random.default_rng(3)
+    pm, charbonnier = fluxes.PeronaMalik(0.5), fluxes.Charbonnier(0.5)
+    d1 = Derivative(1, n, boundary="neumann")
+    schemes = {
+        "tridiagonal": SemiImplicitScheme(d1, pm, 5.0),
+        "cholesky": SemiImplicitScheme(Matrix(rng.standard_normal((n + 3, n))), charbonnier, 0.5),
+        "cg": SemiImplicitScheme(Stencil(np.array([1.0, -2.0, 1.0]), n, boundary="periodic"), pm, 5.0),
+        "multigrid": SemiImplicitScheme(d1, pm, 5.0, multigrid=Multigrid()),
+        "lagged-diffusivity": ImplicitScheme(d1, pm, 5.0, solver="lagged-diffusivity"),
+        "lagged-diffusivity-cg": ImplicitScheme(Derivative(2, n), charbonnier, 5.0, solver="lagged-diffusivity"),
+        "fixed-point": ImplicitScheme(d1, pm, 0.1, solver="fixed-point"),
+    }
+    x = jnp.asarray(rng.standard_normal((7, n)))
+    mesh = sample_mesh("all")
+    batch = jax.device_put(jnp.concatenate([x, x[:1]]), NamedSharding(mesh, PartitionSpec(AXIS)))
+    results = {}
+    for name, scheme in schemes.items():
+
+        def step_and_gradient(u, scheme=scheme):
+            return scheme(u), jax.grad(lambda v: jnp.sum(scheme(v) ** 3))(u)
+
+        program = jax.jit(sharded_vmap(step_and_gradient))
+        plain = program(x)
+        scale = max(float(jnp.max(jnp.abs(y))) for y in plain)
+        result = {}
+        try:
+            with devices_context("all"):
+                result["shard_map"] = largest_difference(plain, program(x)) / scale
+        except Exception as error:  # noqa: BLE001 (reported to the test)
+            result["shard_map_error"] = f"{type(error).__name__}: {error}"[:2000]
+        try:
+            with jax.set_mesh(mesh):
+                out = jax.jit(jax.vmap(step_and_gradient))(batch)
+            result["set_mesh"] = largest_difference(plain, jax.tree.map(lambda y: y[:7], out)) / scale
+            result["set_mesh_spec"] = [str(y.sharding.spec) for y in out]
+        except Exception as error:  # noqa: BLE001
+            result["set_mesh_error"] = f"{type(error).__name__}: {error}"[:2000]
+        results[name] = result
+    return results
+
+
+def registry_case() -> dict:
+    """Every registered claim at the tiny budget, sharded over all devices as `jaxpde
+    certify --devices all` runs them (the shared programs compiled first): id, status,
+    message (the error, if any) and seconds."""
+    mesh = sample_mesh("all")
+    start = time.perf_counter()
+    warm_up(TINY, devices=mesh)
+    certificates = check_all(list(CLAIMS), jax.random.key(4), TINY, devices=mesh)
+    reports = [c.to_json() for c in certificates]
+    return {
+        "claims": [[r["id"], r["status"], r["message"][-2000:], r["seconds"]] for r in reports],
+        "seconds": time.perf_counter() - start,
+    }
+
+
 if __name__ == "__main__":
-    results = {"devices": len(jax.devices()), "vmap": vmap_cases(), "measure": measure_case()}
-    results["claims"] = claims_case()
-    results["cli_bad_devices"] = main(["certify", "--claim", CLAIMS[0], "--devices", "9"])
+    results = {"devices": len(jax.devices())}
+    if sys.argv[1:] == ["registry"]:
+        results["registry"] = registry_case()
+    else:
+        results.update(vmap=vmap_cases(), measure=measure_case(), schemes=scheme_cases())
+        results["claims"] = claims_case()
+        results["cli_bad_devices"] = main(["certify", "--claim", SHARDED_CLAIMS[0], "--devices", "9"])
     json.dump(results, sys.stdout)

@@ -49,6 +49,18 @@ REFERENCE_FLUX = {
 }
 
 
+# One compiled program per flux kind, dtype and shape (run op by op, the potentials of
+# Weickert and Perona-Malik compile dozens of small programs per shape).
+@eqx.filter_jit
+def _potential(flux, s):
+    return flux.potential(s)
+
+
+@eqx.filter_jit
+def _slopes(flux, s):
+    return jax.vmap(jax.grad(flux.potential))(s)
+
+
 def _grid(p: float) -> np.ndarray:
     return np.concatenate([np.linspace(-12 * p, 12 * p, 97), p * np.geomspace(1e-6, 1e4, 41), [0.0]])
 
@@ -59,7 +71,7 @@ def test_potential_gradient_is_the_flux(kind, dtype):
     for p in (0.3, 4.0):
         flux = kind(p)
         s = _grid(p).astype(dtype)
-        slopes = np.asarray(jax.vmap(jax.grad(flux.potential))(jnp.asarray(s)), np.float64)
+        slopes = np.asarray(_slopes(flux, jnp.asarray(s)), np.float64)
         expected = REFERENCE_FLUX[kind](s.astype(np.float64), p)
         if dtype == np.float64:
             np.testing.assert_allclose(slopes, expected, rtol=1e-12, atol=1e-300)
@@ -75,7 +87,7 @@ def test_potential_matches_quadrature_of_the_flux(kind):
         expected = [
             scipy.integrate.quad(REFERENCE_FLUX[kind], 0, x, args=(p,), epsabs=0, epsrel=2e-14, limit=200)[0] for x in s
         ]
-        np.testing.assert_allclose(np.asarray(flux.potential(jnp.asarray(s))), expected, rtol=1e-13, atol=1e-300)
+        np.testing.assert_allclose(np.asarray(_potential(flux, jnp.asarray(s))), expected, rtol=1e-13, atol=1e-300)
 
 
 @pytest.mark.parametrize("kind", ALL_FLUXES)
@@ -84,13 +96,13 @@ def test_potential_is_finite_nonnegative_and_zero_at_zero(kind, dtype):
     flux = kind(1.3)
     big = np.sqrt(np.finfo(dtype).max) / 4
     s = jnp.asarray(np.array([0.0, -1e-30, 1e-3, -2.0, 50.0, 1e6, -1e15, big]), dtype)
-    values = flux.potential(s)
-    slopes = jax.vmap(jax.grad(flux.potential))(s)
+    values = _potential(flux, s)
+    slopes = _slopes(flux, s)
     assert values.dtype == dtype
     assert bool(jnp.all(jnp.isfinite(values))) and bool(jnp.all(jnp.isfinite(slopes)))
     assert float(values[0]) == 0.0 and bool(jnp.all(values >= 0))
     # Psi(s) = Psi(-s) and Psi <= L s^2 / 2 (sector bound).
-    np.testing.assert_array_equal(np.asarray(flux.potential(-s)), np.asarray(values))
+    np.testing.assert_array_equal(np.asarray(_potential(flux, -s)), np.asarray(values))
     assert bool(jnp.all(values <= flux.sector_bound().astype(dtype) * s * s / 2 * (1 + 1e-5)))
 
 
@@ -98,8 +110,8 @@ def test_potential_is_finite_nonnegative_and_zero_at_zero(kind, dtype):
 def test_default_quadrature_potential_agrees_with_closed_forms(kind):
     flux = kind(0.7)
     s = jnp.asarray(np.concatenate([np.linspace(-30, 30, 61), [1e3, 1e4]]))
-    default = fluxes.AbstractFlux.potential(flux, s)
-    np.testing.assert_allclose(np.asarray(default), np.asarray(flux.potential(s)), rtol=1e-6, atol=1e-300)
+    default = eqx.filter_jit(fluxes.AbstractFlux.potential)(flux, s)
+    np.testing.assert_allclose(np.asarray(default), np.asarray(_potential(flux, s)), rtol=1e-6, atol=1e-300)
 
 
 def test_incomplete_gamma_matches_scipy():
@@ -184,6 +196,7 @@ def test_energy_descent_property(op, kind, parameter, fraction, data):
     assert float(largest_increase(energies)) <= energy_increase_tolerance(block, np.float64).value * scale
 
 
+@few_examples(8)  # each example compiles its own operator shape and flux kind
 @hypothesis.given(order=st.sampled_from((1, 2, 3)), boundary=st.sampled_from(("neumann", "periodic")), n=sizes,
                   kind=flux_kinds, parameter=parameters, fraction=step_fractions, data=st.data())
 def test_variance_is_lyapunov_property(order, boundary, n, kind, parameter, fraction, data):
@@ -198,6 +211,7 @@ def test_variance_is_lyapunov_property(order, boundary, n, kind, parameter, frac
 CONVEX = {"square": jnp.square, "abs": jnp.abs, "cosh": jnp.cosh, "exp": jnp.exp, "entropy": lambda y: y * jnp.log(y)}
 
 
+@few_examples(8)  # each example compiles its own operator shape, flux kind and r
 @hypothesis.given(boundary=st.sampled_from(ALL_BOUNDARIES), n=sizes, h=spacings, kind=flux_kinds, parameter=parameters,
                   fraction=step_fractions, r_name=st.sampled_from(sorted(CONVEX)), data=st.data())
 def test_convex_sums_are_lyapunov_property(boundary, n, h, kind, parameter, fraction, r_name, data):

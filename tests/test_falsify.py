@@ -1,3 +1,5 @@
+import math
+
 import hypothesis
 import hypothesis.strategies as st
 import jax
@@ -12,6 +14,8 @@ from jaxpde.verify.falsify import (
     falsify_energy,
     falsify_gain,
     falsify_lipschitz,
+    stratified_radii,
+    structured_starts,
     to_sphere,
 )
 from jaxpde.verify.target import gain_tolerance
@@ -110,3 +114,33 @@ def test_bad_arguments_are_refused():
 def test_gain_tolerance_of_generic_callables():
     tolerance = gain_tolerance(lambda u: u, 100, np.float64)
     assert 0 < tolerance.value < 1e-12 and "generic" in tolerance.derivation
+
+
+def test_search_region_is_recorded_and_covers_every_decade():
+    block = DiffusionBlock(OPERATORS[0], fluxes.PeronaMalik(1.0), 0.1)
+    found = falsify_gain(block, (32,), jax.random.key(0), restarts=24, steps=5)
+    region = found.region
+    assert region.radii == (1e-6, 1e6) and region.restarts == 24 == found.restarts and region.steps == 5
+    assert region.dtype == "float64" and dict(region.seeds)["refine"] == region.refined == 12
+    assert sum(count for kind, count in region.seeds if kind != "refine") == 12
+    assert "||u|| in [1e-06, 1e+06]" in region.describe() and region.to_json()["seeds"]["basis"] == 4
+    assert found.candidates.shape == (8, 32)
+    radii = np.log10(np.asarray(stratified_radii(jax.random.key(1), 12, (1e-6, 1e6), jnp.float64)))
+    assert sorted(np.floor((radii + 6) / 1.0).astype(int).tolist()) == list(range(12))  # one per decade
+
+
+def test_structured_starts_hold_unit_vectors_the_alternating_mode_and_the_top_singular_vector():
+    alternating = (-1.0) ** np.arange(32)
+
+    def linear(u):  # singular values 3 (the alternating mode) and 1
+        return u + 2 * (u @ alternating) * alternating / 32
+
+    directions, radius, seeds, points = structured_starts(jax.random.key(0), (32,), 64, (1e-6, 1e6), jnp.float64, linear)
+    kinds = dict(seeds)
+    assert kinds == {"basis": 21, "fourier": 16, "jacobian": 8, "random": 19} and radius.shape == (64,)
+    d = np.asarray(directions)
+    assert np.all(np.count_nonzero(d[:21], axis=1) == 1)  # unit vectors
+    assert any(abs(abs(row @ alternating) / np.linalg.norm(row) - math.sqrt(32)) < 1e-9 for row in d[21:37])
+    top = d[37:45] / np.linalg.norm(d[37:45], axis=1, keepdims=True)
+    assert np.all(np.abs(top @ alternating) / math.sqrt(32) > 0.99)  # the Jacobian's top singular vector
+    assert np.all(np.linalg.norm(np.asarray(points)[37:45], axis=1) > 0)

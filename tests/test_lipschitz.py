@@ -1,3 +1,4 @@
+import equinox as eqx
 import hypothesis
 import hypothesis.strategies as st
 import jax
@@ -11,10 +12,15 @@ from jaxpde.verify.lipschitz import nonexpansive_step_size
 from .helpers import few_examples
 
 
+@eqx.filter_jit  # one program per block structure (op by op, forward mode compiles dozens)
+def _jacobian(block, u):
+    return jax.jacfwd(block)(u)
+
+
 def dense_jacobian(block, u) -> np.ndarray:
     """Independent reference: the Jacobian by forward mode, as a NumPy matrix."""
     size = int(np.prod(block.op.in_shape))
-    jacobian = jax.jacfwd(block)(u)
+    jacobian = _jacobian(block, u)
     return np.asarray(jacobian, np.float64).reshape(size, size)
 
 

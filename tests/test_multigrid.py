@@ -38,7 +38,13 @@ from jaxpde.schemes import (
 from jaxpde.schemes.multigrid import INTERPOLATIONS, OperatorInterpolation, galerkin
 from jaxpde.schemes.semi_implicit import solve_diffusion_system
 
-from .helpers import derivative_kernel, signals, stencil_matrix, tolerance
+from .helpers import (
+    derivative_kernel,
+    signals,
+    stencil_matrix,
+    thorough_param,
+    tolerance,
+)
 
 TOL = tolerance(np.float64)
 EPS = float(np.finfo(np.float64).eps)
@@ -603,7 +609,9 @@ def test_cycle_contracts_in_the_energy_norm_property(case, symmetric, data):
 
 # --- the solver ---------------------------------------------------------------------------------
 
-# (m, boundary, n, cycle, smoother, full multigrid): every option with every other value
+# (m, boundary, n, cycle, smoother, full multigrid): every option with every other value.
+# Each case compiles a solver of its own; the default run keeps four that still take every
+# value of every option, the thorough profile runs all six.
 SOLVE_CASES = [
     (1, "neumann", 128, "V", "red-black", True),
     (1, "periodic", 100, "W", "jacobi", False),
@@ -612,6 +620,7 @@ SOLVE_CASES = [
     (2, "periodic", 64, "V", "red-black", True),
     (2, "dirichlet", 64, "W", "jacobi", True),
 ]
+SOLVE_CASES_THOROUGH = (SOLVE_CASES[3], SOLVE_CASES[5])
 SOLVE_SIZES = {  # the levels: halve (n + 1) // 2, or n / 2 while even when periodic, down to 16
     (1, "neumann", 128): (128, 64, 32, 16),
     (1, "periodic", 100): (100, 50, 25),
@@ -648,7 +657,11 @@ def _dense_full_multigrid(levels, f, smoother: str, gamma: int):
     return x
 
 
-@pytest.mark.parametrize("case", SOLVE_CASES, ids=lambda case: "-".join(map(str, case)))
+@pytest.mark.parametrize(
+    "case",
+    [thorough_param(case) if case in SOLVE_CASES_THOROUGH else case for case in SOLVE_CASES],
+    ids=lambda case: "-".join(map(str, case)),
+)
 def test_solve_is_the_dense_solve(case):
     """The default tolerance is reached and the answer is the dense solve; the history
     starts at the relative residual of the start (zero, or the dense full-multigrid start
@@ -717,12 +730,16 @@ def test_solve_batched_is_solving_one_by_one():
 # --- convergence factor independent of n ------------------------------------------------------
 
 
-@pytest.mark.parametrize("boundary", ["neumann", "periodic"])
-@pytest.mark.parametrize("m, bound", [(1, 0.1), (2, 0.3)])
+@pytest.mark.parametrize(
+    "m, bound, boundary",
+    [(1, 0.1, "neumann"), thorough_param(1, 0.1, "periodic"), thorough_param(2, 0.3, "neumann"), (2, 0.3, "periodic")],
+)
 def test_convergence_factor_is_independent_of_n(m, bound, boundary):
     """The energy-norm factor ||E||_A of the default V(2,2) red-black cycle for constant
     g = 1, tau = 100, by power iteration (E is self-adjoint and positive semidefinite in
-    the energy inner product, so the estimates rise to ||E||_A and settle)."""
+    the energy inner product, so the estimates rise to ||E||_A and settle). Each case
+    compiles two cycles (n = 64, 256): both orders and both boundaries by default, every
+    combination in the thorough profile."""
     factors = []
     for n in (64, 256):  # `jaxpde certify` measures 2^6 ... 2^12 (claim multigrid-contraction)
         e = jnp.asarray(np.random.default_rng(n).standard_normal(n))

@@ -236,15 +236,20 @@ def test_a_step_above_the_bound_is_not_certified(monkeypatch):
     assert min(certificate.step_ratios) > 3.5 and "exceeds" in certificate.reason
 
 
+# The model, batches, optimiser and falsifier budget of the demo test below (which runs
+# `jaxpde demo` on this model and n = N): both tests run the same compiled programs.
+SMALL_MODEL = {"depth": 2, "width": 2, "kernel_size": 3, "repeats": 2, "contrast": 0.05}
+
+
 def test_training_certifies_every_epoch_and_improves():
-    task = denoising_task(0, n=N, train=64, test=16)
-    net = DiffusionResNet(N, depth=2, width=2, kernel_size=3, repeats=2, key=jax.random.key(0))
+    task = denoising_task(0, n=N, train=128, test=256)
+    net = DiffusionResNet(N, **SMALL_MODEL, key=jax.random.key(0))
     before = float(jnp.mean((jax.vmap(net)(jnp.asarray(task.noisy_test)) - task.clean_test) ** 2))
-    net, records = train(net, task, key=jax.random.key(1), epochs=3, batch_size=16, optimiser=optax.adam(3e-2))
+    net, records = train(net, task, key=jax.random.key(1), epochs=3, batch_size=32, optimiser=optax.adam(1e-2))
     assert [r.epoch for r in records] == [1, 2, 3] and records[-1].steps == 12
     assert all(r.certificate.certified for r in records)
     assert records[-1].test_loss < before
-    report = certify_callable(net, (N,), jax.random.key(2), restarts=8, steps=10)
+    report = certify_callable(net, (N,), jax.random.key(2), restarts=32, steps=30)
     assert report.status == "certified" and report.certified_gain_bound == 1.0
     assert report.gain <= 1 + report.tolerance
     assert max(report.lipschitz, report.local_lipschitz) <= report.certified_lipschitz_bound * (1 + 1e-9)
@@ -292,14 +297,17 @@ def test_denoising_task_errors(kwargs, match):
 
 
 def test_demo_trains_plots_and_certifies(tmp_path, monkeypatch, capsys):
-    """`jaxpde demo denoise` end to end, on a smaller model (the same code path)."""
+    """`jaxpde demo denoise` end to end, on a smaller model and shorter signals (the same
+    code path; the programs of the training test above)."""
+    import functools
     import json
 
     import jaxpde.demo
     from jaxpde.cli import main
 
     monkeypatch.setenv("JAXPDE_CACHE_DIR", "")
-    monkeypatch.setattr(jaxpde.demo, "DEMO_MODEL", {"depth": 1, "width": 2, "kernel_size": 3, "repeats": 2, "contrast": 0.05})
+    monkeypatch.setattr(jaxpde.demo, "DEMO_MODEL", SMALL_MODEL)
+    monkeypatch.setattr(jaxpde.demo, "denoising_task", functools.partial(denoising_task, n=N))
     assert main(["demo", "denoise", "--epochs", "1", "--out", str(tmp_path)]) == 0
     summary = json.loads((tmp_path / "denoise.json").read_text())
     assert summary["certificate"]["certified"] and summary["epochs_certified"] == 1

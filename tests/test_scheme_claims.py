@@ -24,3 +24,70 @@ def certificates() -> dict:
 @pytest.mark.parametrize("claim", SCHEME_CLAIMS, ids=[c.id for c in SCHEME_CLAIMS])
 def test_scheme_claim_certified(claim, certificates):
     assert_certified(claim, certificates[claim.id])
+
+
+# A wrong solver must make each stability claim "violated": the ratio
+# ||v|| / (||u|| + ||r||) <= 1 holds for any v with <Kv, Phi(Kv)> >= 0, so only the residual
+# check (against the solver's stated tolerance) can catch it.
+PLANTED_BUDGET = Budget(samples=5, depth=1, sizes=(8,), name="test-planted", restarts=2, steps=2)
+
+
+@pytest.mark.parametrize(
+    "claim_id", ["implicit-stability", "semi-implicit-stability", "semi-implicit-stability-2d", "semi-implicit-multigrid-stability"]
+)
+def test_stability_claims_refute_a_wrong_solver(claim_id, monkeypatch):
+    from jaxpde.claims import get_claim, multigrid, schemes
+    from jaxpde.schemes import semi_implicit
+
+    # Each solver returns 0.9 u: not a solution (its residual is 0.1 u - 0.9 tau A u), but
+    # ||v|| <= ||u|| + ||r|| holds for it.
+    def scaled_implicit(op, flux, tau, u, iterations=None):
+        return 0.9 * u, jax.numpy.zeros((), u.dtype)  # and claims a zero residual
+
+    def scaled_dense_solve(matrix, g, tau, u):
+        return 0.9 * u
+
+    def scaled_system_solve(op, flux, tau, rhs, **kwargs):
+        zero = jax.numpy.zeros((), rhs.dtype)
+        return semi_implicit.LinearSolution(0.9 * rhs, semi_implicit.lx.RESULTS.successful, jax.numpy.array(0), zero)
+
+    monkeypatch.setattr(schemes, "newton_or_lagged", scaled_implicit)
+    monkeypatch.setattr(schemes, "dense_semi_implicit_solve", scaled_dense_solve)
+    monkeypatch.setattr(multigrid, "solve_diffusion_system", scaled_system_solve)
+    jax.clear_caches()  # retrace the programs with the planted solver
+    try:
+        certificate = get_claim(claim_id).check(jax.random.key(3), PLANTED_BUDGET)
+    finally:
+        monkeypatch.undo()
+        jax.clear_caches()  # no program with the planted solver survives this test
+    assert certificate.status == "violated", certificate.message
+    assert "tolerance" in certificate.message or "not converged" in certificate.message
+
+
+def test_dense_semi_implicit_solve_and_its_gradient():
+    # The claims' dense semi-implicit solve against NumPy, and its implicit-function
+    # gradient (custom VJP) against central differences, in every argument.
+    import jax.numpy as jnp
+    import numpy as np
+
+    from jaxpde.claims.schemes import dense_semi_implicit_solve
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(0)
+        matrix, g = rng.standard_normal((9, 7)), rng.uniform(0.1, 2.0, 9)
+        tau, u, weights = 3.0, rng.standard_normal(7), rng.standard_normal(7)
+        args = [jnp.asarray(matrix), jnp.asarray(g), jnp.asarray(tau), jnp.asarray(u)]
+        v = dense_semi_implicit_solve(*args)
+        np.testing.assert_allclose(v, np.linalg.solve(np.eye(7) + tau * matrix.T @ (g[:, None] * matrix), u), rtol=1e-12)
+
+        def loss(*xs):
+            return jnp.sum(jnp.asarray(weights) * dense_semi_implicit_solve(*xs))
+
+        grads = jax.grad(loss, argnums=(0, 1, 2, 3))(*args)
+        for index, grad in enumerate(grads):
+            direction = rng.standard_normal(np.shape(args[index]))
+            step = 1e-6
+            plus = [a + step * direction if i == index else a for i, a in enumerate(args)]
+            minus = [a - step * direction if i == index else a for i, a in enumerate(args)]
+            numeric = (loss(*plus) - loss(*minus)) / (2 * step)
+            np.testing.assert_allclose(np.sum(np.asarray(grad) * direction), numeric, rtol=1e-6)

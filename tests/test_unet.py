@@ -14,7 +14,7 @@ import jaxpde
 from jaxpde.nn import MultigridUNet, energy_factor, random_systems
 from jaxpde.schemes import Multigrid, multigrid_cycle
 
-from .helpers import few_examples, tolerance
+from .helpers import few_examples, thorough_param, tolerance
 
 N = 32
 # Coarsen to 4 points, so that 32 points give four levels.
@@ -35,7 +35,12 @@ def _both(net, multigrid, A, x, f):
     return net(A, x, f), multigrid_cycle(multigrid.hierarchy(A), x, f)
 
 
-@pytest.mark.parametrize("order, boundary, smoother", CONFIGURATIONS)
+# Each configuration compiles a U-net and a V-cycle of its own: three of them take every
+# order, boundary and smoother; the thorough profile adds the fourth.
+@pytest.mark.parametrize(
+    "order, boundary, smoother",
+    [thorough_param(*c) if c == (2, "neumann", "red-black") else c for c in CONFIGURATIONS],
+)
 def test_unet_computes_the_v_cycle(order, boundary, smoother):
     multigrid = Multigrid(smoother=smoother, coarsest=4)
     A = _first(_systems(order, boundary, 1))
@@ -81,10 +86,13 @@ def test_even_rows_of_the_trained_prolongation_are_the_identity():
     assert np.all(kernels[:, offsets % 2 == 1] != np.asarray(jaxpde.schemes.multigrid.INTERPOLATIONS["cubic"][0])[offsets % 2 == 1])
 
 
-def test_training_lowers_the_factor_on_held_out_problems():
+# The training step differentiates the whole U-net, and its compilation dominates the
+# test: three levels by default, four as well in the thorough profile.
+@pytest.mark.parametrize("coarsest", [8, thorough_param(4)])
+def test_training_lowers_the_factor_on_held_out_problems(coarsest):
     """Adam on the mean log energy factor over random diffusivities (m = 1, damped Jacobi
     V(2,2)); evaluated on held-out systems against the V-cycle it started from."""
-    multigrid = Multigrid(smoother="jacobi", coarsest=4)
+    multigrid = Multigrid(smoother="jacobi", coarsest=coarsest)
     train, test = _systems(1, "neumann", 16, key=1), _systems(1, "neumann", 16, key=2)
     net = MultigridUNet.from_multigrid(multigrid, _first(train))
 

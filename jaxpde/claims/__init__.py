@@ -90,26 +90,28 @@ CLAIMS: tuple[Claim, ...] = (
 
 
 SCHEME_KINDS = ("implicit", "semi-implicit", "implicit-fixed-point")
+# The falsifier's objectives that the claims on signals use (one compiled program each).
+SIGNAL_OBJECTIVES = ("gain", "lipschitz", "energy", "variance", "mass", "convex", "range", "update-lipschitz")
 
 
 def warm_up(
     budget: Budget = QUICK, workers: int | None = None, *, parts=("explicit", "schemes", "images"), devices=None
 ) -> int:
-    """Compile the programs that the claims share, in parallel threads: `evaluate`
-    for every operator shape, the adversarial search over all of them (the longest,
-    so it starts first) for the "explicit" part, the scheme programs (cycles, implicit
-    steps; each is also run once) for the "schemes" part, and `evaluate` for every image
-    operator for the "images" part. XLA compiles outside the GIL, so this shortens
-    `jaxpde certify` on several cores, and claims that run in parallel afterwards do
-    not compile the same program twice (compile with the `devices` the claims will use).
-    Returns the number of programs prepared."""
+    """Compile the programs that several claims share, in parallel threads, each once:
+    for the "explicit" part the padded evaluation of the random samples on signals
+    (`sampling.evaluate_cases`) and the falsifier's program for every objective of
+    `SIGNAL_OBJECTIVES`; for "images" the same two on images (objective "gain"); for
+    "schemes" the scheme programs (cycles, implicit steps; each is also run once). XLA
+    compiles outside the GIL, so this shortens `jaxpde certify` on several cores, and
+    claims that run in parallel afterwards do not compile the same program twice (compile
+    with the `devices` the claims will use). Returns the number of programs prepared."""
+    chunk = sampling.CASE_CHUNK
     ops = [op for _, op in sampling.operator_cases(np.random.default_rng(0), budget.sizes)]
     images = [op for _, op in sampling.image_operator_cases(np.random.default_rng(0), budget.sizes)]
 
-    def compile_search():
-        rng = np.random.default_rng(0)
-        fluxes = [sampling.random_fluxes(rng) for _ in ops]
-        adversarial.attack_operators(rng, ops, fluxes, np.ones((len(ops), len(fluxes[0]))), "gain", budget)
+    def compile_attack(family, objective):
+        fluxes = [sampling.random_fluxes(np.random.default_rng(0)) for _ in family[:chunk]]
+        adversarial.compile_attack(family[:chunk], fluxes, objective, budget)
 
     def compile_schemes(kind, coefficients):
         rng = np.random.default_rng(0)
@@ -117,9 +119,10 @@ def warm_up(
         taus = np.array([[float(stable_step_size(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])
         schemes.run(rng, ops, fluxes, taus, kind, budget, coefficients=coefficients, search=kind != "implicit-fixed-point")
 
-    def compile_evaluate(op):
+    def compile_evaluate(family):
         rng = np.random.default_rng(0)
-        sampling.measure(rng, op, sampling.random_fluxes(rng), budget.samples, budget.depth)
+        fluxes = [sampling.random_fluxes(rng) for _ in family[:chunk]]
+        sampling.measure_cases(rng, family[:chunk], fluxes, budget.samples, budget.depth, sizes=budget.sizes)
 
     def in_float64(task, *args):
         with jax.enable_x64(True), devices_context(devices):  # configuration contexts are per thread
@@ -127,36 +130,63 @@ def warm_up(
 
     with concurrent.futures.ThreadPoolExecutor(workers or os.cpu_count() or 1) as pool:
         futures = []
-        if "explicit" in parts:
-            futures += [pool.submit(in_float64, compile_search)]
-            futures += [pool.submit(in_float64, compile_evaluate, op) for op in ops]
-        if "images" in parts:
-            futures += [pool.submit(in_float64, compile_evaluate, op) for op in images]
-        if "schemes" in parts:
+        if "schemes" in parts:  # the longest first
+            futures += [pool.submit(in_float64, compile_schemes, kind, None) for kind in SCHEME_KINDS]
             futures += [
                 pool.submit(in_float64, compile_schemes, "cycle", cycles.coefficients("fsi", 3, frozen=frozen))
                 for frozen in (True, False)
             ]
-            futures += [pool.submit(in_float64, compile_schemes, kind, None) for kind in SCHEME_KINDS]
+        if "explicit" in parts:
+            futures += [pool.submit(in_float64, compile_attack, ops, objective) for objective in SIGNAL_OBJECTIVES]
+            futures += [pool.submit(in_float64, compile_evaluate, ops)]
+        if "images" in parts:
+            futures += [pool.submit(in_float64, compile_attack, images, "gain")]
+            futures += [pool.submit(in_float64, compile_evaluate, images)]
         for future in futures:
             future.result()
     return len(futures)
 
 
 def check_all(
-    claims, key, budget: Budget = QUICK, *, workers: int | None = None, on_done=None, devices=None
+    claims, key, budget: Budget = QUICK, *, workers: int | None = None, on_start=None, on_done=None, devices=None
 ) -> list[Certificate]:
     """Check `claims` in parallel threads (XLA compiles and runs outside the GIL);
     claim i uses the key `fold_in(key, i)`, its samples split across `devices` (see
-    `Claim.check`). `on_done(certificate)` is called as each finishes. Returns the
+    `Claim.check`). `on_start(claim_id)` is called (in the worker thread) as each claim
+    starts, `on_done(certificate)` (in the calling thread) as each finishes. Returns the
     certificates in the order of `claims`."""
     workers = workers or os.cpu_count() or 1
+
+    def check(claim, index):
+        if on_start is not None:
+            on_start(claim.id)
+        return claim.check(jax.random.fold_in(key, index), budget, devices=devices)
+
+    # The longest claims start first, so that the others fill the threads around them.
+    order = sorted(range(len(claims)), key=lambda i: (_start_rank(claims[i].id), i))
     with concurrent.futures.ThreadPoolExecutor(workers) as pool:
-        futures = [pool.submit(claim.check, jax.random.fold_in(key, i), budget, devices=devices) for i, claim in enumerate(claims)]
+        futures = {i: pool.submit(check, claims[i], i) for i in order}
         if on_done is not None:
-            for future in concurrent.futures.as_completed(futures):
+            for future in concurrent.futures.as_completed(futures.values()):
                 on_done(future.result())
-        return [future.result() for future in futures]
+        return [futures[i].result() for i in range(len(claims))]
+
+
+# Claims that take longest (they compile programs of their own), started first.
+LONGEST_FIRST = (
+    "multigrid-contraction",
+    "implicit-stability",
+    "semi-implicit-stability-2d",
+    "multigrid-unet",
+    "semi-implicit-stability",
+    "diffusion-resnet-stability",
+    "semi-implicit-multigrid-stability",
+    "fixed-point-contraction",
+)
+
+
+def _start_rank(claim_id: str) -> int:
+    return LONGEST_FIRST.index(claim_id) if claim_id in LONGEST_FIRST else len(LONGEST_FIRST)
 
 
 def get_claim(claim_id: str) -> Claim:

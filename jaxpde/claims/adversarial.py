@@ -1,18 +1,20 @@
-"""The falsifier's side of every claim check: one compiled adversarial search.
+"""The falsifier's side of every claim check: one compiled adversarial search per objective.
 
-Each operator case is written as its dense matrix, zero-padded to a common shape, so
-that a single program per objective attacks every operator, every flux and every
-restart at once: vmapped over cases and fluxes, and, inside `verify.falsify`, over
+Each operator case is written as its dense matrix, zero-padded to a common shape (per
+budget and family, `sampling.padded_shape`), so that a single program per objective
+attacks every operator, every flux and every restart: vmapped over a chunk of
+`sampling.CASE_CHUNK` cases and over the fluxes, and, inside `verify.falsify`, over
 restarts. Padding is exact: padded rows of $K$ are zero ($\\Phi(0) = 0$, $\\Psi(0) = 0$),
 padded input entries are held at zero by the projection and stay zero under the block.
-The claims re-evaluate the witnesses with the operators' own code (`recheck`).
+The claims re-evaluate the witnesses over `depth` steps with the measurements of the
+random samples (`recheck_cases`).
 """
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, Int, PRNGKeyArray
+from jaxtyping import Array, Float, PRNGKeyArray
 
 from ..fluxes import AbstractFlux, Linear
 from ..operators import AbstractOperator
@@ -55,16 +57,10 @@ class Cases(eqx.Module):
     convex_masks: Float[Array, "C functions"]  # which CONVEX_FUNCTIONS apply
 
 
-def stack_cases(ops: list[AbstractOperator], fluxes: list[tuple], taus, convex_masks=None) -> Cases:
-    """Pad the dense matrices of `ops` to one shape and stack the fluxes' parameters."""
-    matrices = [np.asarray(op.as_matrix(), np.float64) for op in ops]
-    rows = max(m.shape[0] for m in matrices)
-    cols = max(m.shape[1] for m in matrices)
-    padded = np.zeros((len(ops), rows, cols))
-    masks = np.zeros((len(ops), cols))
-    for index, matrix in enumerate(matrices):
-        padded[index, : matrix.shape[0], : matrix.shape[1]] = matrix
-        masks[index, : matrix.shape[1]] = 1.0
+def stack_cases(ops: list[AbstractOperator], fluxes: list[tuple], taus, convex_masks=None, *, shape=None) -> Cases:
+    """Pad the dense matrices of `ops` to one shape (`shape`, default the largest of
+    them) and stack the fluxes' parameters."""
+    padded, masks, _ = sampling.dense_matrices(ops, shape or sampling.padded_shape(ops))
     stacked = jax.tree.map(lambda *leaves: jax.device_put(np.stack([np.asarray(x) for x in leaves])), *fluxes)
     scales = np.array([[flux_scale(f) / float(op.norm_bound()) for f in fs] for op, fs in zip(ops, fluxes)])
     energy_scales = np.array(
@@ -90,9 +86,9 @@ class Attack(eqx.Module):
     witness: tuple[Array, Array]
 
 
-def _objectives(flux, matrix, mask, case) -> list:
-    """The functions `(u, v, f(u), f(v)) -> violation` of `OBJECTIVES`, in its order
-    (padded entries are zero). The block is evaluated once, outside the switch."""
+def _objective(name: str, flux, matrix, mask, case):
+    """The function `(u, v, f(u), f(v)) -> violation` of objective `name` of `OBJECTIVES`
+    (padded entries are zero)."""
     tiny = jnp.finfo(matrix.dtype).tiny
     big = jnp.finfo(matrix.dtype).max
 
@@ -146,7 +142,7 @@ def _objectives(flux, matrix, mask, case) -> list:
         "gain": gain, "lipschitz": lipschitz, "mass": mass, "range": excess, "energy": energy,
         "variance": variance, "convex": convex, "operator": operator, "update-lipschitz": update_lipschitz,
     }
-    return [functions[name] for name in OBJECTIVES]
+    return functions[name]
 
 
 def _log_uniform(key: PRNGKeyArray, count: int, bounds: tuple[float, float], dtype) -> Array:
@@ -156,12 +152,13 @@ def _log_uniform(key: PRNGKeyArray, count: int, bounds: tuple[float, float], dty
 
 @eqx.filter_jit
 def attack(
-    cases: Cases, key: PRNGKeyArray, objective: Int[Array, ""], restarts: int, steps: int, learning_rate: float = 0.05
+    cases: Cases, key: PRNGKeyArray, objective: str, restarts: int, steps: int, learning_rate: float = 0.05
 ) -> Attack:
-    """Maximise objective number `objective` (of `OBJECTIVES`) for every case, flux
-    and restart. The objective is a traced index (`lax.switch`), so one compiled
-    program serves every objective; inputs are pairs $(u, v = u + d)$ with
-    $\\|u\\| = r$ and $\\|d\\| = \\rho r$ fixed per restart ($d$ matters only for "lipschitz")."""
+    """Maximise objective `objective` (a name of `OBJECTIVES`) for every case, flux and
+    restart. The objective is static: one program per objective, each holding only its
+    own function (a switch over all of them, differentiated under `vmap`, was ten times
+    larger to compile); inputs are pairs $(u, v = u + d)$ with $\\|u\\| = r$ and
+    $\\|d\\| = \\rho r$ fixed per restart ($d$ matters only for the Lipschitz objectives)."""
     count, flux_count = cases.taus.shape
     size = cases.masks.shape[1]
     keys = jax.random.split(key, (count, flux_count))
@@ -172,7 +169,7 @@ def attack(
         def block(u):
             return u - case["tau"] * (matrix.T @ flux(matrix @ u))
 
-        functions = _objectives(flux, matrix, mask, case)
+        function = _objective(objective, flux, matrix, mask, case)
 
         def project(z):
             return to_sphere(z * mask, jnp.sqrt(jnp.sum(mask)))
@@ -183,7 +180,7 @@ def attack(
 
         def violation(pair, c):
             u, v = to_pair(pair, c)
-            return jax.lax.switch(objective, functions, u, v, block(u), block(v))
+            return function(u, v, block(u), block(v))
 
         keys = jax.random.split(key, 4)
         directions = jax.random.normal(keys[0], (restarts, size), matrix.dtype)
@@ -219,14 +216,30 @@ def attack_operators(
     *, convex_masks=None,
 ) -> Attack:
     """`attack` with `budget.restarts` restarts and `budget.steps` Adam steps, a key
-    drawn from `rng`; results as NumPy arrays."""
+    drawn from `rng`, on chunks of `sampling.CASE_CHUNK` cases padded to the budget's
+    common shape (`sampling.padded_shape`), so that every claim of the budget with this
+    objective runs the same compiled program; results as NumPy arrays, `(C, F)`."""
     if objective not in OBJECTIVES:
         raise ValueError(f"`objective` must be one of {tuple(OBJECTIVES)}, got {objective!r}.")
     key = jax.random.wrap_key_data(rng.integers(2**32, size=2, dtype=np.uint32))
-    cases = stack_cases(ops, fluxes, taus, convex_masks)
-    index = jax.device_put(np.int32(list(OBJECTIVES).index(objective)))
-    result = attack(cases, key, index, budget.restarts, budget.steps)
-    return jax.tree.map(np.asarray, result)
+    results = []
+    for number, part in enumerate(_chunked_cases(ops, fluxes, taus, budget, convex_masks)):
+        found = attack(part, jax.random.fold_in(key, number), objective, budget.restarts, budget.steps)
+        results.append(jax.tree.map(np.asarray, found))
+    return jax.tree.map(lambda *xs: np.concatenate(xs)[: len(ops)], *results)
+
+
+def _chunked_cases(ops, fluxes, taus, budget, convex_masks=None) -> list[Cases]:
+    shape = sampling.padded_shape(ops, getattr(budget, "sizes", None))
+    cases = stack_cases(ops, fluxes, taus, convex_masks, shape=shape)
+    return [jax.tree.map(lambda x, chunk=chunk: x[chunk], cases) for chunk in sampling.chunks(len(ops))]
+
+
+def compile_attack(ops, fluxes, objective: str, budget) -> None:
+    """Compile (without running) the program that `attack_operators` runs for `objective`
+    on operators like `ops` (the same family and budget share it)."""
+    part = _chunked_cases(ops, fluxes, np.ones((len(ops), len(fluxes[0]))), budget)[0]
+    attack.lower(part, jax.random.key(0), objective, budget.restarts, budget.steps).compile()
 
 
 def recheck(
@@ -234,8 +247,8 @@ def recheck(
     *, step_multipliers=None, use_lower_norm=None,
 ):
     """Re-evaluate one witness per flux (rows of `witnesses`, padded) with the
-    operator's own code, through `sampling.evaluate` at the full step size and with
-    the batch shape of the random samples (so no new program is compiled)."""
+    operator's own code, through `sampling.evaluate` at the full step size (one program
+    per operator shape; the claims use `recheck_cases`, one program for all operators)."""
     size = int(np.prod(op.in_shape))
     count = len(fluxes)
     rows = np.broadcast_to(np.asarray(witnesses)[:, None, :size], (count, samples, size))
@@ -247,22 +260,37 @@ def recheck(
     return jax.tree.map(np.asarray, result)
 
 
+def recheck_cases(
+    rng: np.random.Generator, ops, fluxes, witnesses: np.ndarray, samples: int, depth: int, *, sizes=None,
+    step_multipliers=None, use_lower_norm=None,
+):
+    """`recheck` for every case at once: the witnesses `(C, F, N)` (padded) through
+    `sampling.evaluate_operators` (the program of the random samples, so no new program
+    is compiled), `depth` steps at the full step size. One `Measurements` per case."""
+    count = len(fluxes[0])
+    sizes = [int(np.prod(op.in_shape)) for op in ops]
+    rows = [np.broadcast_to(np.asarray(w)[:, None, :n], (count, samples, n)) for n, w in zip(sizes, witnesses)]
+    keys = [rng.integers(2**32, size=2, dtype=np.uint32) for _ in ops]
+    ones = np.ones((len(ops), count, samples))
+    return sampling.evaluate_operators(
+        ops, fluxes, rows, ones, ones, np.zeros(samples), keys, depth, sizes=sizes,
+        step_multipliers=step_multipliers, use_lower_norm=use_lower_norm,
+    )
+
+
 def falsify_and_recheck(
     rng, ops, fluxes, measured, objective: str, budget, *, step_multipliers=None, use_lower_norm=None, convex_masks=None
 ):
     """Attack every operator case at the step sizes of its random measurements
-    (`measured[c].tau`, the full step) and re-evaluate the witnesses with the
-    operators' own code. Returns the `Attack` and one `Measurements` per case."""
+    (`measured[c].tau`, the full step) and re-evaluate the witnesses over `budget.depth`
+    steps with the measurements of the random samples. Returns the `Attack` and one
+    `Measurements` per case."""
     taus = np.stack([np.asarray(m.tau) for m in measured])
     found = attack_operators(rng, ops, fluxes, taus, objective, budget, convex_masks=convex_masks)
-    rechecked = [
-        recheck(
-            rng, op, fs, found.witness[0][c], budget.samples, budget.depth,
-            step_multipliers=None if step_multipliers is None else step_multipliers[c],
-            use_lower_norm=None if use_lower_norm is None else use_lower_norm[c],
-        )
-        for c, (op, fs) in enumerate(zip(ops, fluxes))
-    ]
+    rechecked = recheck_cases(
+        rng, ops, fluxes, found.witness[0], budget.samples, budget.depth, sizes=budget.sizes,
+        step_multipliers=step_multipliers, use_lower_norm=use_lower_norm,
+    )
     return found, rechecked
 
 

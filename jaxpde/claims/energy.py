@@ -60,10 +60,9 @@ def _check_energy_descent(key, budget: Budget) -> Evidence:
     # tau = fraction * 2 / (b * nu^2), b = sup Phi' (>= L, so the multiplier L / b <= 1).
     highs = [[float(f.derivative_range()[1]) for f in fs] for fs in fluxes]
     multipliers = [[float(f.sector_bound()) / b for f, b in zip(fs, hs)] for fs, hs in zip(fluxes, highs)]
-    measured = [
-        sampling.measure(rng, op, fs, budget.samples, budget.depth, step_multipliers=m)
-        for op, fs, m in zip(ops, fluxes, multipliers)
-    ]
+    measured = sampling.measure_cases(
+        rng, ops, fluxes, budget.samples, budget.depth, sizes=budget.sizes, step_multipliers=multipliers
+    )
     found, rechecked = adversarial.falsify_and_recheck(
         rng, ops, fluxes, measured, "energy", budget, step_multipliers=multipliers
     )
@@ -109,7 +108,7 @@ def _check_lyapunov(key, budget: Budget) -> Evidence:
         taps = np.asarray(kernel).reshape(-1, np.shape(kernel)[-1])
         kernel_sums.append(max(abs(math.fsum(row)) for row in taps))
     fluxes = [sampling.random_fluxes(rng) for _ in ops]
-    measured = [sampling.measure(rng, op, fs, budget.samples, budget.depth) for op, fs in zip(ops, fluxes)]
+    measured = sampling.measure_cases(rng, ops, fluxes, budget.samples, budget.depth, sizes=budget.sizes)
     found, rechecked = adversarial.falsify_and_recheck(rng, ops, fluxes, measured, "variance", budget)
     searched = []
     for c, (op_name, op) in enumerate(named):

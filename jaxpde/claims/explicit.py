@@ -20,7 +20,7 @@ def stability_evidence(key, budget: Budget, flux_kinds, decreasing_branch: bool,
     named = cases(rng, budget.sizes)
     ops = [op for _, op in named]
     fluxes = [sampling.random_fluxes(rng) for _ in ops]
-    measured = [sampling.measure(rng, op, fs, budget.samples, budget.depth) for op, fs in zip(ops, fluxes)]
+    measured = sampling.measure_cases(rng, ops, fluxes, budget.samples, budget.depth, sizes=budget.sizes)
     found, rechecked = adversarial.falsify_and_recheck(rng, ops, fluxes, measured, "gain", budget)
     cases, tolerances, shares, searched, started = [], [], [], [], []
     for c, (op_name, op) in enumerate(named):
@@ -83,13 +83,10 @@ def _check_sharp(key, budget: Budget) -> Evidence:
     # tau = 1.01 x 2 / (L lower^2) >= 1.01 x the sharp bound, as lower <= ||K||.
     multipliers = np.where(np.arange(len(fluxes[0])) == linear, SHARPNESS_FACTOR, 1.0)
     lower_flags = np.arange(len(fluxes[0])) == linear
-    measured = [
-        sampling.measure(
-            rng, op, fs, budget.samples, budget.depth,
-            step_multipliers=multipliers, use_lower_norm=lower_flags, fraction_one_every=1,
-        )
-        for op, fs in zip(ops, fluxes)
-    ]
+    measured = sampling.measure_cases(
+        rng, ops, fluxes, budget.samples, budget.depth, sizes=budget.sizes,
+        step_multipliers=[multipliers] * len(ops), use_lower_norm=[lower_flags] * len(ops), fraction_one_every=1,
+    )
     found, rechecked = adversarial.falsify_and_recheck(
         rng, ops, fluxes, measured, "gain", budget,
         step_multipliers=[multipliers] * len(ops), use_lower_norm=[lower_flags] * len(ops),

@@ -42,12 +42,24 @@ def stability_evidence(key, budget: Budget, kind: str, cases=sampling.operator_c
         for f, flux in enumerate(fluxes[c]):
             tolerance = _tolerance(DiffusionBlock(op, flux, taus[c, f], allow_unstable=True))
             worst = max(float(np.max(measured.ratio[c, f])), float(found.worst[c, f]))
-            name = f"{op_name} {type(flux).__name__}"
-            cases.append(CaseResult(name, budget.samples + budget.restarts, worst, 1.0, tolerance.value, bool(worst <= 1 + tolerance.value)))
+            # The solve must reach its stated tolerance on every sample (the falsifier's
+            # witness included): the ratio alone holds for any v with <Kv, Phi(Kv)> >= 0.
+            excess = float(np.max(measured.excess[c, f]))
+            converged = bool(excess <= 1)
+            name = f"{op_name} {type(flux).__name__}" + ("" if converged else f" (residual {excess:.3g} x the tolerance)")
+            passed = bool(worst <= 1 + tolerance.value and converged)
+            cases.append(CaseResult(name, budget.samples + budget.restarts, worst, 1.0, tolerance.value, passed))
             derivations.append(tolerance)
     solver = (
-        "a Cholesky solve of the assembled system (dense K)" if kind == "semi-implicit"
-        else "lagged diffusivity, each iteration a semi-implicit (Cholesky) solve, to residual <= 1000 eps ||u||"
+        "a Cholesky solve of the assembled system (dense K; cholesky_solve, blocked)" if kind == "semi-implicit"
+        else (
+            f"jaxpde.claims.schemes.newton_or_lagged: the semi-implicit step, then {schemes.IMPLICIT_ITERATIONS} "
+            "descent iterations on E (the least-energy of a lagged-diffusivity step and damped Newton steps, "
+            "ties within rounding broken by the residual; Cholesky solves), the iterate of smallest residual; the "
+            f"{measured.resolved} samples that missed the tolerance were solved again, with "
+            f"{' then '.join(map(str, schemes.STRAGGLER_ITERATIONS))} iterations for those still missing it "
+            "(jaxpde.claims.schemes.resolve_stragglers)"
+        )
     )
     hypotheses = {
         "step size": (
@@ -59,12 +71,18 @@ def stability_evidence(key, budget: Budget, kind: str, cases=sampling.operator_c
             f"largest ||v|| / (||u|| + ||r||) over {budget.depth} steps, r the computed residual of the "
             "equation solved (the proof gives ||v|| <= ||u|| + ||r||)"
         ),
-        "largest residual": f"max ||r|| / ||u|| = {float(np.max(measured.residual)):.3g}",
+        "residual": (
+            "every sample and the falsifier's witness reach ||r|| <= rtol ||u||, rtol = 1000 eps (1 + tau L |||K|||^2) "
+            "at the sample's tau (the solvers' stated tolerance, jaxpde.schemes.semi_implicit.default_rtol): "
+            f"largest ||r|| / (rtol ||u||) = {float(np.max(measured.excess)):.3g}, largest ||r|| / ||u|| = "
+            f"{float(np.max(measured.residual)):.3g}"
+        ),
         "falsifier": (
             "implicit: evaluates the bound at the lagged-diffusivity iterate "
             f"{schemes.SEARCH_ITERATIONS} with its own residual (the bound holds for every v; this "
-            "keeps the gradient cheap); semi-implicit: the solve itself, differentiated through "
-            "the Cholesky solve"
+            "keeps the gradient cheap); semi-implicit: the solve itself, differentiated by the implicit "
+            "function theorem (schemes.dense_semi_implicit_solve). The witness is then solved again as one "
+            "more sample, so its residual is checked too"
         ),
         "operators": f"{len(named)} cases ({'; '.join(name for name, _ in named)}), as dense matrices",
     }

@@ -55,7 +55,7 @@ def _check_mass(key, budget: Budget) -> Evidence:
         kernel_sums.append(max(abs(math.fsum(row)) for row in taps))
     ops = [op for _, op in named]
     fluxes = [sampling.random_fluxes(rng) for _ in ops]
-    measured = [sampling.measure(rng, op, fs, budget.samples, budget.depth) for op, fs in zip(ops, fluxes)]
+    measured = sampling.measure_cases(rng, ops, fluxes, budget.samples, budget.depth, sizes=budget.sizes)
     found, rechecked = adversarial.falsify_and_recheck(rng, ops, fluxes, measured, "mass", budget)
     cases, tolerances, searched, started = _cases(
         named, fluxes, measured, found, rechecked, "mean_drift", mean_tolerance, budget

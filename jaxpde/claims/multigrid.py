@@ -2,6 +2,8 @@
 that does not grow with n), the U-net computes the V-cycle, and the semi-implicit step
 solved by multigrid is Euclidean stable."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -39,6 +41,8 @@ TAUS = (1e2, 1e4)
 POWER_ITERATIONS = 20
 # Step sizes of the stability claim: up to this multiple of the explicit bound.
 LARGEST_MULTIPLE = 1e4
+# The claims' own programs (hierarchies and cycles): compiled with less optimisation.
+_quickly_compiled = functools.partial(eqx.filter_jit, compiler_options=sampling.QUICK_COMPILE)
 
 
 def multigrid_sizes(budget: Budget) -> tuple[int, ...]:
@@ -58,18 +62,34 @@ def _tolerance(A) -> float:
     return float(jnp.max(Multigrid().default_rtol(A, jnp.float64)))
 
 
-@eqx.filter_jit
-def _power_step(systems, errors):
-    """One power iteration of the default cycle on every system: $e \\leftarrow Ee / \\|Ee\\|_A$,
-    and the ratio $\\|Ee\\|_A / \\|e\\|_A$."""
+@_quickly_compiled
+def _factor_program(op, taus, keys, errors, count: int):
+    r"""For each $\tau$ of `taus` (floats): the constant-coefficient system ($g = 1$) and `count`
+    random ones (`random_systems` from `keys`); `POWER_ITERATIONS` power iterations of the
+    default cycle's error propagation $e \leftarrow Ee / \|Ee\|_A$ on all of them (a `scan`,
+    the levels built once). Returns the ratios $\|Ee\|_A / \|e\|_A$ of the first and of the
+    last iteration, `(len(taus), count + 1)`, and the solver's tolerance of every system."""
     cycle = Multigrid()
 
-    def one(A, e):
+    batches = []
+    for index, tau in enumerate(taus):  # a few static step sizes
+        constant = diffusion_stencil(op, Linear(1.0), tau)
+        batches += [jax.tree.map(lambda x: x[None], constant), random_systems(keys[index], count, op, tau)]
+    systems = jax.tree.map(lambda *xs: jnp.concatenate(xs), *batches)
+    hierarchies = jax.vmap(cycle.hierarchy)(systems)
+
+    def one(hierarchy, A, e):
         e = e / energy_norm(A, e)
-        propagated = multigrid_cycle(cycle.hierarchy(A), e, jnp.zeros_like(e))
+        propagated = multigrid_cycle(hierarchy, e, jnp.zeros_like(e))
         return propagated, energy_norm(A, propagated)
 
-    return sharded_vmap(one)(systems, errors)
+    def iteration(e, _):
+        return sharded_vmap(one)(hierarchies, systems, e)
+
+    _, ratios = jax.lax.scan(iteration, errors, length=POWER_ITERATIONS)
+    tolerances = jax.vmap(lambda A: cycle.default_rtol(A, jnp.float64))(systems)
+    shape = (len(taus), count + 1)
+    return ratios[0].reshape(shape), ratios[-1].reshape(shape), tolerances
 
 
 def _factor_cases(rng: np.random.Generator, budget: Budget):
@@ -81,24 +101,19 @@ def _factor_cases(rng: np.random.Generator, budget: Budget):
         for boundary in ("neumann", "periodic"):
             for n in multigrid_sizes(budget):
                 op = Derivative(order, n, boundary=boundary)
-                batches = []
-                for tau in TAUS:
-                    key = jax.random.key(int(rng.integers(2**31)))
-                    constant = diffusion_stencil(op, Linear(1.0), tau)
-                    batches += [jax.tree.map(lambda x: x[None], constant), random_systems(key, count, op, tau)]
-                systems = jax.tree.map(lambda *xs: jnp.concatenate(xs), *batches)
-                errors = jnp.asarray(rng.standard_normal((2 * count + 2, n)))
-                for iteration in range(POWER_ITERATIONS):
-                    errors, ratios = _power_step(systems, errors)
-                    if iteration == 0:
-                        first.append(float(jnp.max(ratios)) / FACTOR_BOUNDS[order])
-                ratios = np.asarray(ratios).reshape(len(TAUS), count + 1)
+                keys = jax.random.wrap_key_data(
+                    np.stack([jax.random.key_data(jax.random.key(int(rng.integers(2**31)))) for _ in TAUS])
+                )
+                errors = rng.standard_normal((len(TAUS) * (count + 1), n))
+                measured_now = _factor_program(op, TAUS, keys, errors, count)
+                started, ratios, tolerances = (np.asarray(x) for x in measured_now)
+                first.append(float(np.max(started)) / FACTOR_BOUNDS[order])
                 worst = float(np.max(ratios[:, 0]))
                 measured[(order, boundary, n)] = worst
                 variable[(order, boundary, n)] = float(np.max(ratios[:, 1:]))
                 name = f"V(2,2) D{order} {boundary} n={n} g=1: factor {worst:.3f} / {FACTOR_BOUNDS[order]}"
                 cases.append(CaseResult(name, len(TAUS), worst / FACTOR_BOUNDS[order], 1.0, 0.0, bool(worst <= FACTOR_BOUNDS[order])))
-                tolerance = max(_tolerance(jax.tree.map(lambda x, i=i: x[i], systems)) for i in range(systems.diagonals.shape[0]))
+                tolerance = float(np.max(tolerances))
                 ratio = variable[(order, boundary, n)]
                 name = f"V(2,2) D{order} {boundary} n={n} random g: factor {ratio:.3f} < 1"
                 cases.append(CaseResult(name, len(TAUS) * count, ratio, 1.0, tolerance, bool(ratio <= 1 + tolerance)))
@@ -124,7 +139,7 @@ def _random_hierarchy(rng: np.random.Generator, A, smoother: str):
     return build_hierarchy(A, jnp.asarray(taps), jnp.asarray(weights[0]), jnp.asarray(weights[1]), smoother, extension)
 
 
-@eqx.filter_jit
+@_quickly_compiled
 def _error_matrix(cycle, A):
     r"""The dense matrix of the error propagation $e \mapsto$ `cycle(A, e, 0)`."""
     return jax.vmap(lambda e: cycle(A, e, jnp.zeros_like(e)))(jnp.eye(A.n)).T
@@ -199,13 +214,17 @@ def _check_contraction(key, budget: Budget) -> Evidence:
     return Evidence(cases, 1.0, "<=", derivation, hypotheses, falsifier)
 
 
-@eqx.filter_jit
+@_quickly_compiled
 def _unet_difference(net, multigrid, systems, iterates, rhs):
-    def one(A, x, f):
+    def one(net, A, x, f):
         reference = multigrid_cycle(multigrid.hierarchy(A), x, f)
         return l2_norm(net(A, x, f) - reference) / l2_norm(reference)
 
-    return sharded_vmap(one)(systems, iterates, rhs)
+    # The network's arrays enter every entry as arguments, not closed over: inside
+    # `jax.shard_map` a closed-over traced value keeps the type of the outer mesh, and
+    # mixing it with the shard's values fails.
+    nets = jax.tree.map(lambda a: jnp.broadcast_to(a, (rhs.shape[0], *a.shape)), net)
+    return sharded_vmap(one)(nets, systems, iterates, rhs)
 
 
 UNET_CONFIGURATIONS = (
@@ -250,11 +269,18 @@ def _stability_operators(rng: np.random.Generator):
     yield "random 3-tap dirichlet", Stencil(kernel - kernel.mean(), n, boundary="dirichlet")
 
 
+# Cycles for a solve that misses the success test within `Multigrid().max_cycles`: it is
+# solved again, from the start, with this many at most (the same solver, a larger budget).
+STRAGGLER_CYCLES = 20000
+
+
 @eqx.filter_jit
-def _multigrid_step(op, frozen, tau, u):
-    solution = solve_diffusion_system(op, frozen, tau, u, multigrid=Multigrid(), throw=False)
+def _multigrid_step(op, frozen, tau, u, cycles=None):
+    solution = solve_diffusion_system(op, frozen, tau, u, multigrid=Multigrid(), throw=False, max_steps=cycles)
+    v = solution.value
     rtol = default_rtol(u.dtype, condition_bound(op, frozen.sector_bound(), tau))
-    return solution.value, solution.residual, rtol
+    # The residual is recomputed with the operator, not taken from the solver's report.
+    return v, l2_norm(u - v - tau * op.T(frozen(op(v)))), rtol, solution.steps
 
 
 def _check_semi_implicit_multigrid(key, budget: Budget) -> Evidence:
@@ -262,35 +288,53 @@ def _check_semi_implicit_multigrid(key, budget: Budget) -> Evidence:
     cases, first, residuals = [], [], []
     samples = max(2, budget.samples // 4)
     tolerance = 8 * float(np.finfo(np.float64).eps)
-    unconverged = total = 0
+    unconverged = total = resolved = 0
+    slowest = 0
     for name, op in list(_stability_operators(rng))[: _configurations(budget)]:
         n = op.in_shape[0]
         for flux in sampling.random_fluxes(rng):
-            worst = 0.0
+            worst, missed = 0.0, 0
             signals = sampling.base_signals(rng, samples, n) * sampling.flux_scale(flux) / float(op.norm_bound())
             for u in signals:
                 u = jnp.asarray(u * 10 ** rng.uniform(-1, 1))
                 fraction = 1.0 if rng.random() < 0.25 else float(10 ** rng.uniform(-4, 0))
                 tau = jnp.asarray(fraction * LARGEST_MULTIPLE * float(stable_step_size(op, flux)))
                 for depth in range(budget.depth):
-                    v, residual, rtol = _multigrid_step(op, Frozen(flux, op(u)), tau, u)
+                    frozen = Frozen(flux, op(u))
+                    v, residual, rtol, cycles = _multigrid_step(op, frozen, tau, u)
+                    if not residual <= 2 * rtol * l2_norm(u):
+                        # A straggler: solved again alone with `STRAGGLER_CYCLES` (no batch waits for it).
+                        first_ratio = float(l2_norm(v) / (l2_norm(u) + residual))
+                        v, residual, rtol, cycles = _multigrid_step(op, frozen, tau, u, cycles=STRAGGLER_CYCLES)
+                        worst = max(worst, first_ratio)  # item 1 holds for both iterates
+                        resolved += 1
+                    slowest = max(slowest, int(cycles))
                     ratio = float(l2_norm(v) / (l2_norm(u) + residual))
-                    unconverged += int(residual > 2 * rtol * l2_norm(u))
+                    # The solver's own success test (`solve_diffusion_system`): the ratio
+                    # alone holds for any v, so a case also needs every solve converged.
+                    missed += int(not residual <= 2 * rtol * l2_norm(u))
                     total += 1
                     residuals.append(float(residual / l2_norm(u)))
                     worst = max(worst, ratio)
                     if depth == 0:
                         first.append(ratio)
                     u = v
-            label = f"{name} {type(flux).__name__}"
-            cases.append(CaseResult(label, samples * budget.depth, worst, 1.0, tolerance, bool(worst <= 1 + tolerance)))
+            unconverged += missed
+            label = f"{name} {type(flux).__name__}" + (f" ({missed} solves not converged)" if missed else "")
+            passed = bool(worst <= 1 + tolerance and missed == 0)
+            cases.append(CaseResult(label, samples * budget.depth, worst, 1.0, tolerance, passed))
     hypotheses = {
         "step size": f"tau = fraction * {LARGEST_MULTIPLE:g} * 2/(L ||K||^2), fraction log-uniform in [1e-4, 1] (1 in a quarter)",
-        "solver": "Multigrid() V(2,2) red-black cycles from the full-multigrid start, to residual <= 1000 eps (1 + tau L |||K|||^2) ||u|| or 50 cycles",
+        "solver": (
+            "Multigrid() V(2,2) red-black cycles from the full-multigrid start, to residual <= 1000 eps (1 + tau L |||K|||^2) "
+            f"||u|| or 50 cycles; a solve that misses the success test is solved again with up to {STRAGGLER_CYCLES} cycles "
+            f"({resolved} of {total} solves; the most cycles any solve used: {slowest})"
+        ),
         "worst": f"largest ||v|| / (||u|| + ||r||) over {budget.depth} steps, for the iterate the solver returns",
         "convergence": (
-            f"{total - unconverged} of {total} solves reached their tolerance within {Multigrid().max_cycles} cycles; "
-            f"largest ||r|| / ||u|| = {max(residuals):.3g} (near-zero diffusivities slow geometric multigrid down)"
+            f"{total - unconverged} of {total} solves reached ||r|| <= 2 rtol ||u|| (the solver's success test) within "
+            f"{Multigrid().max_cycles} cycles, or {STRAGGLER_CYCLES} for the {resolved} solved again, required of every "
+            f"solve; largest ||r|| / ||u|| = {max(residuals):.3g}"
         ),
     }
     falsifier = FalsifierOutcome(

@@ -125,21 +125,27 @@ def _check_radial_flux(key, budget: Budget) -> Evidence:
     )
 
 
-def _random_network(rng: np.random.Generator, width, boundary, kernel_size, depth) -> DiffusionResNet:
-    net = DiffusionResNet(
+def _random_networks(rng: np.random.Generator, width, boundary, kernel_size, depth, count: int) -> list[DiffusionResNet]:
+    """`count` networks of one configuration with random parameters. The constructor runs
+    once (its fitted flux and operators are the same for every sample); each network
+    replaces every trainable parameter (kernels, flux weights and bias, thetas)."""
+    template = DiffusionResNet(
         _NETWORK_SIZE, depth=depth, width=width, kernel_size=kernel_size, boundary=boundary,
         key=jax.random.key(int(rng.integers(2**31))),
     )
-    shape = net.operators.kernel.shape
-    scales = 10 ** rng.uniform(-2, 2, (depth,) + (1,) * (len(shape) - 1))
-    kernels = rng.standard_normal(shape) * scales
-    weights = rng.standard_normal(net.fluxes.weights.shape) * 10 ** rng.uniform(-1, math.log10(30), (depth, 1))
-    biases = rng.uniform(-10, 10, depth)
-    thetas = np.where(rng.uniform(size=depth) < 0.25, 40.0, rng.uniform(-8, 8, depth))
-    return eqx.tree_at(
-        lambda m: (m.operators.kernel, m.fluxes.weights, m.fluxes.bias, m.thetas), net,
-        tuple(jnp.asarray(x) for x in (kernels, weights, biases, thetas)),
-    )
+    shape = template.operators.kernel.shape
+    nets = []
+    for _ in range(count):
+        scales = 10 ** rng.uniform(-2, 2, (depth,) + (1,) * (len(shape) - 1))
+        kernels = rng.standard_normal(shape) * scales
+        weights = rng.standard_normal(template.fluxes.weights.shape) * 10 ** rng.uniform(-1, math.log10(30), (depth, 1))
+        biases = rng.uniform(-10, 10, depth)
+        thetas = np.where(rng.uniform(size=depth) < 0.25, 40.0, rng.uniform(-8, 8, depth))
+        nets.append(eqx.tree_at(
+            lambda m: (m.operators.kernel, m.fluxes.weights, m.fluxes.bias, m.thetas), template,
+            tuple(jnp.asarray(x) for x in (kernels, weights, biases, thetas)),
+        ))
+    return nets
 
 
 @eqx.filter_jit
@@ -158,7 +164,7 @@ def _check_resnet(key, budget: Budget) -> Evidence:
     depth = 2 * budget.depth
     cases, searched, started, nonfinite = [], [], [], 0
     for index, (width, boundary, kernel_size) in enumerate(NETWORK_CONFIGS):
-        nets = [_random_network(rng, width, boundary, kernel_size, depth) for _ in range(budget.samples)]
+        nets = _random_networks(rng, width, boundary, kernel_size, depth, budget.samples)
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *nets)
         signals = sampling.base_signals(rng, budget.samples, _NETWORK_SIZE)
         amplitudes = 10 ** rng.uniform(-2, 2, (budget.samples, 1))

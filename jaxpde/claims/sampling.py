@@ -2,29 +2,37 @@
 
 Configurations (operators over orders, boundaries and sizes; fluxes with random
 parameters) and input signals are drawn with NumPy from a seed derived from the JAX
-key. Every check then calls `evaluate`, one `jax.jit`-compiled program per operator
-structure that runs all fluxes, vmapped over the samples, and returns per-sample
-measurements; claims differ only in the step sizes they pass and the measurement they
-read. This keeps the number of compilations (the dominant cost on CPU) at one per
-operator shape, shared by all claims.
+key. The claims then call `measure_cases`: every operator is written as its dense
+matrix (`op.as_matrix()`, the operator's own code applied to the unit vectors),
+zero-padded to one shape per budget and family (signals, images), and
+`evaluate_cases`, a single compiled program, runs all fluxes on a chunk of
+`CASE_CHUNK` operators, vmapped over the samples, and returns per-sample measurements;
+claims differ only in the step sizes they pass and the measurement they read. So the
+explicit claims compile this program once per family instead of once per operator
+structure (compilation is the dominant cost on CPU). Padding is exact: padded rows of
+$K$ are zero ($\\Phi(0) = 0$), padded input entries stay zero, and every measurement
+reads only the operator's own entries (masks). `evaluate` and `measure` run the same
+measurements on one operator through its own code (one program per operator shape).
 """
 
 import dataclasses
+import functools
 import math
+from collections.abc import Sequence
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, Float, PRNGKeyArray
+from jaxtyping import Array, Float, Key, PRNGKeyArray
 
 from ..blocks import DiffusionBlock
 from ..fluxes import FLUXES, AbstractFlux, Linear, TotalVariation
-from ..operators import BOUNDARIES, AbstractOperator, Derivative, Stencil
-from ..operators2d import Gradient, Stencil2D
+from ..operators import BOUNDARIES, AbstractOperator, Derivative, Matrix, Stencil
+from ..operators2d import Gradient, GradientAdjoint, Stencil2D
 from ..sharding import sharded_vmap
 from ..verify.energy import l2_norm, variance
-from ..verify.spectral import power_iteration
+from ..verify.spectral import _power_iterate, power_iteration
 
 ORDERS = (1, 2, 3)
 SIGNAL_KINDS = ("gaussian", "alternating", "random-walk", "piecewise-constant", "top-singular")
@@ -35,6 +43,10 @@ POWER_ITERATIONS = 200
 # The convex functions r of `Measurements.convex_increase`, with M = max|u^0| and
 # a = min u^0: (x/M)^2, |x|/M, exp(x/M), y log y with y = 2 + (x - a)/M.
 CONVEX_FUNCTIONS = ("square", "abs", "exp", "entropy")
+# Operators per call of the compiled programs over padded cases (`evaluate_cases`, the
+# falsifier): a claim with C operators makes ceil(C / CASE_CHUNK) calls of one program.
+CASE_CHUNK = 5
+IMAGE_OPERATORS = (Gradient, GradientAdjoint, Stencil2D)
 
 
 def numpy_rng(key: PRNGKeyArray) -> np.random.Generator:
@@ -348,8 +360,226 @@ def first_differences_at_the_convex_step(rng: np.random.Generator, budget):
     fluxes = [random_fluxes(rng) for _ in ops]
     # tau = multiplier * 2 / (L * norm_bound^2) = h^2 / (2 L).
     multipliers = [[float(op.norm_bound()) ** 2 * float(op.h) ** 2 / 4] * len(fs) for op, fs in zip(ops, fluxes)]
-    measured = [
-        measure(rng, op, fs, budget.samples, budget.depth, step_multipliers=m)
-        for op, fs, m in zip(ops, fluxes, multipliers)
-    ]
+    measured = measure_cases(rng, ops, fluxes, budget.samples, budget.depth, sizes=budget.sizes, step_multipliers=multipliers)
     return named, fluxes, multipliers, measured
+
+
+# --- every operator as a padded dense matrix: one program for all operator cases -----
+
+
+@functools.cache
+def _family_shape(sizes: tuple[int, ...], images: bool) -> tuple[int, int]:
+    rng = np.random.default_rng(0)
+    named = image_operator_cases(rng, sizes) if images else operator_cases(rng, sizes)
+    return max(math.prod(op.out_shape) for _, op in named), max(math.prod(op.in_shape) for _, op in named)
+
+
+def padded_shape(ops, sizes: Sequence[int] | None = None) -> tuple[int, int]:
+    """`(rows, cols)` that the dense matrices of `ops` are padded to. With the budget's
+    `sizes`: at least the largest matrix among the claims' operators of the same family
+    (`operator_cases` on signals, `image_operator_cases` on images), so that the claims
+    of a budget share their compiled programs."""
+    rows = max(math.prod(op.out_shape) for op in ops)
+    cols = max(math.prod(op.in_shape) for op in ops)
+    if sizes is not None:
+        family = _family_shape(tuple(sizes), any(isinstance(op, IMAGE_OPERATORS) for op in ops))
+        rows, cols = max(rows, family[0]), max(cols, family[1])
+    return rows, cols
+
+
+def dense_matrices(ops, shape: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The matrices of `ops` (`op.as_matrix()`) zero-padded to `shape`, `(C, rows, cols)`,
+    with masks of the operators' own input entries `(C, cols)` and output entries `(C, rows)`."""
+    matrices = np.zeros((len(ops), *shape))
+    masks = np.zeros((len(ops), shape[1]))
+    row_masks = np.zeros((len(ops), shape[0]))
+    for index, op in enumerate(ops):
+        matrix = np.asarray(op.as_matrix(), np.float64)
+        matrices[index, : matrix.shape[0], : matrix.shape[1]] = matrix
+        masks[index, : matrix.shape[1]] = 1.0
+        row_masks[index, : matrix.shape[0]] = 1.0
+    return matrices, masks, row_masks
+
+
+def stack_fluxes(fluxes: list[tuple[AbstractFlux, ...]]):
+    """One flux per kind, its parameters stacked along a leading case axis."""
+    return jax.tree.map(lambda *leaves: np.stack([np.asarray(x) for x in leaves]), *fluxes)
+
+
+def chunks(count: int, chunk: int = CASE_CHUNK) -> list[np.ndarray]:
+    """Indices of `count` cases in chunks of `chunk`, the last one filled up with case 0
+    (so that every call of a compiled program has the same shapes)."""
+    padded = np.concatenate([np.arange(count), np.zeros(-count % chunk, int)])
+    return list(padded.reshape(-1, chunk))
+
+
+def _masked_convex_sums(v: Array, mask: Array, scale: Array, low: Array) -> Array:
+    """`_convex_sums` over the entries where `mask` is 1."""
+    x = v / scale
+    y = 2 + (v - low) / scale
+    terms = jnp.stack([x * x, jnp.abs(x), jnp.exp(x), y * jnp.log(jnp.where(mask > 0, y, 1.0))])
+    return jnp.sum(jnp.where(mask[None] > 0, terms, 0.0), axis=1)
+
+
+@eqx.filter_jit
+def evaluate_cases(
+    matrices: Float[Array, "C R N"],
+    masks: Float[Array, "C N"],
+    row_masks: Float[Array, "C R"],
+    fluxes: tuple[AbstractFlux, ...],
+    uppers: Float[Array, " C"],
+    abs_norms: Float[Array, " C"],
+    dirichlet: Float[Array, " C"],
+    step_multipliers: Float[Array, "C F"],
+    use_lower_norm: Float[Array, "C F"],
+    signals: Float[Array, "C F B N"],
+    amplitudes: Float[Array, "C F B"],
+    fractions: Float[Array, "C F B"],
+    top_rows: Float[Array, " B"],
+    keys: Key[Array, " C"],
+    depth: int,
+) -> Measurements:
+    """`evaluate` for `C` operators given as zero-padded dense matrices (`dense_matrices`),
+    with their certified bounds `uppers` (`op.norm_bound()`) and `abs_norms`
+    (`op.abs_norm_bound()`), and `fluxes` stacked along the case axis (`stack_fluxes`).
+    Every measurement reads the operator's own entries only; results have a leading
+    case axis."""
+
+    def one_case(matrix, mask, row_mask, case_fluxes, upper, abs_norm, is_dirichlet, multipliers, flags, rows, amps, fracs, key):
+        op = Matrix(matrix)
+        size = jnp.sum(mask)
+        start = jax.random.normal(key, mask.shape, matrix.dtype) * mask
+        lower, vector = _power_iterate(op, op.T, start / l2_norm(start), POWER_ITERATIONS)
+        top = vector / jnp.sqrt(jnp.sum(vector**2) / size)
+        count = amps.shape[0]
+        nu = jnp.where(flags > 0, lower, upper)
+        sectors = jnp.stack([f.sector_bound() for f in case_fluxes])
+        taus = multipliers * 2 / (sectors * nu**2)
+        rows = jnp.where(top_rows[None, :, None] > 0, top[None, None, :] + rows, rows) * amps[..., None] * mask[None, None]
+        low_floor = jnp.where(is_dirichlet > 0, 0.0, jnp.inf)
+        big = jnp.inf
+
+        def run(index, u, fraction):
+            flux = _SelectedFlux(case_fluxes, index)
+            placeholder = DiffusionBlock(op, flux, 1.0, allow_unstable=True)
+            block = eqx.tree_at(lambda b: b.tau, placeholder, fraction * taus[index])
+            scale = jnp.max(jnp.abs(u))
+            low0 = jnp.min(jnp.where(mask > 0, u, big))
+
+            def energy(v):
+                return jnp.sum(jnp.where(row_mask > 0, flux.potential(op(v)), 0.0))
+
+            def spread(v):
+                return jnp.sum(jnp.where(mask > 0, (v - jnp.sum(v) / size) ** 2, 0.0))
+
+            def body(v, _):
+                w = block(v)
+                slopes = jax.vmap(jax.grad(flux))(op(w))
+                share = jnp.sum(jnp.where(row_mask > 0, slopes < 0, False)) / jnp.sum(row_mask)
+                monitors = (energy(w), spread(w), _masked_convex_sums(w, mask, scale, low0))
+                high, low = jnp.max(jnp.where(mask > 0, w, -big)), jnp.min(jnp.where(mask > 0, w, big))
+                return w, (l2_norm(w), jnp.sum(w) / size, high, low, share, *monitors)
+
+            _, (norms, means, highs, lows, shares, energies, spreads, sums) = jax.lax.scan(body, u, length=depth)
+            norm2 = jnp.sum(u * u)
+            all_norms = jnp.concatenate([l2_norm(u)[None], norms])
+            high0 = jnp.max(jnp.where(mask > 0, u, -big))
+            low, high = jnp.minimum(low0, low_floor), jnp.maximum(high0, -low_floor)
+            excess = jnp.maximum(jnp.max(highs) - high, low - jnp.min(lows))
+            return (
+                jnp.max(all_norms[1:] / all_norms[:-1]),
+                jnp.max(jnp.abs(means - jnp.sum(u) / size)) / scale,
+                excess / scale,
+                jnp.mean(shares),
+                _largest_increase(energy(u), energies) / (sectors[index] * abs_norm**2 * norm2),
+                _largest_increase(spread(u), spreads) / norm2,
+                _largest_increase(_masked_convex_sums(u, mask, scale, low0), sums) / size,
+            )
+
+        batch = amps.shape[1]
+        indices = jnp.repeat(jnp.arange(count), batch)
+        flat = sharded_vmap(run)(indices, rows.reshape(count * batch, -1), fracs.reshape(-1))
+        ratio, drift, excess, share, energy, var, convex = (x.reshape(count, batch, *x.shape[1:]) for x in flat)
+        return Measurements(
+            ratio=ratio, mean_drift=drift, range_excess=excess, decreasing_share=share, lower=lower, tau=taus,
+            energy_increase=energy, variance_increase=var, convex_increase=convex,
+        )
+
+    return jax.vmap(one_case)(
+        matrices, masks, row_masks, fluxes, uppers, abs_norms, dirichlet, step_multipliers, use_lower_norm,
+        signals, amplitudes, fractions, keys,
+    )
+
+
+def _per_case(values, count: int, default) -> np.ndarray:
+    return np.stack([np.asarray(default if values is None else values[c], float) for c in range(count)])
+
+
+def evaluate_operators(
+    ops, fluxes, signals, amplitudes, fractions, top, keys, depth: int, *, sizes=None, step_multipliers=None,
+    use_lower_norm=None,
+) -> list[Measurements]:
+    """Run `evaluate_cases` on `ops` (`fluxes[c]`, `signals[c]` of shape `(F, B, op size)`,
+    `amplitudes[c]`, `fractions[c]` `(F, B)`, `keys[c]` for case c), in chunks of
+    `CASE_CHUNK` cases, padded to `padded_shape(ops, sizes)`. Returns one `Measurements`
+    (NumPy) per operator, as `measure` would."""
+    count, flux_count = len(ops), len(fluxes[0])
+    shape = padded_shape(ops, sizes)
+    matrices, masks, row_masks = dense_matrices(ops, shape)
+    padded = np.zeros((count, *np.shape(signals[0])[:2], shape[1]))
+    for c in range(count):
+        padded[c, ..., : np.shape(signals[c])[-1]] = signals[c]
+    arrays = {
+        "matrices": matrices, "masks": masks, "row_masks": row_masks, "fluxes": stack_fluxes(fluxes),
+        "uppers": np.array([float(op.norm_bound()) for op in ops]),
+        "abs_norms": np.array([float(op.abs_norm_bound()) for op in ops]),
+        "dirichlet": np.array([getattr(op, "boundary", None) == "dirichlet" for op in ops], float),
+        "step_multipliers": _per_case(step_multipliers, count, np.ones(flux_count)),
+        "use_lower_norm": _per_case(use_lower_norm, count, np.zeros(flux_count)),
+        "signals": padded, "amplitudes": np.asarray(amplitudes, float), "fractions": np.asarray(fractions, float),
+        "keys": np.stack([np.asarray(k, np.uint32) for k in keys]),
+    }
+    results = []
+    for chunk in chunks(count):
+        part = jax.tree.map(lambda x, chunk=chunk: x[chunk], arrays)
+        part["keys"] = jax.random.wrap_key_data(part["keys"])
+        out = evaluate_cases(**part, top_rows=np.asarray(top, float), depth=depth)
+        results.append(jax.tree.map(np.asarray, out))
+    joined = jax.tree.map(lambda *xs: np.concatenate(xs)[:count], *results)
+    return [jax.tree.map(lambda x, c=c: x[c], joined) for c in range(count)]
+
+
+def measure_cases(
+    rng: np.random.Generator,
+    ops,
+    fluxes,
+    samples: int,
+    depth: int,
+    *,
+    sizes: Sequence[int] | None = None,
+    step_multipliers=None,
+    use_lower_norm=None,
+    fraction_one_every: int = 4,
+) -> list[Measurements]:
+    """`measure` for every operator in `ops` (fluxes `fluxes[c]`, step multipliers and
+    lower-norm flags per case), through one compiled program for all of them
+    (`evaluate_operators`; `sizes`: the budget's, for the common padded shape). Samples
+    are drawn as `measure` draws them, case after case."""
+    drawn, keys = [], []  # the signal kinds cycle the same way in every case (`top`)
+    for op, fs in zip(ops, fluxes):
+        drawn.append(draw_samples(rng, op, fs, samples, fraction_one_every=fraction_one_every))
+        keys.append(rng.integers(2**32, size=2, dtype=np.uint32))
+    return evaluate_operators(
+        ops, fluxes, [d.signals for d in drawn], [d.amplitudes for d in drawn], [d.fractions for d in drawn],
+        drawn[0].top.astype(float), keys, depth, sizes=sizes, step_multipliers=step_multipliers,
+        use_lower_norm=use_lower_norm,
+    )
+
+
+# --- programs that a claim compiles for itself and runs a few times -------------------
+
+# XLA options for programs whose compilation costs far more than their run (the multigrid
+# claims' hierarchies and cycles): less backend optimisation, about a third less time to
+# compile, a fraction of a second more to run. Use as
+# `functools.partial(eqx.filter_jit, compiler_options=QUICK_COMPILE)`.
+QUICK_COMPILE = {"xla_backend_optimization_level": 0}

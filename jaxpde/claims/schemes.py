@@ -6,7 +6,14 @@ Operators are stacked as zero-padded dense matrices (`adversarial.Cases`) and ap
 through `jaxpde.Matrix`, so the schemes run their own library code and one program per
 scheme kind serves every operator and flux. Each map returns its output $v$ and the
 residual $\|r\|$ of the equation it solves (0 for the explicit cycles); the measured
-quantity is $\|v\| / (\|u\| + \|r\|)$, which the proofs bound by 1.
+quantities are $\|v\| / (\|u\| + \|r\|)$, which the proofs bound by 1, and $\|r\|$ against the
+solver's stated tolerance $1000\varepsilon(1 + \tau L\||K|\|^2)\|u\|$ (`default_rtol`), so that a
+wrong solver (whose $v$ satisfies the first bound whenever $\langle Kv, \Phi(Kv)\rangle \ge 0$) fails
+the second.
+
+The semi-implicit and implicit solves are direct or have a fixed iteration count: under
+`vmap` a loop that stops on convergence runs until the slowest member of the batch has
+converged.
 """
 
 import math
@@ -18,11 +25,15 @@ import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
 from ..blocks import DiffusionBlock
-from ..fluxes import Frozen
 from ..operators import Matrix
 from ..schemes.cycle import three_term_cycle
 from ..schemes.implicit import ImplicitScheme, implicit_residual
-from ..schemes.semi_implicit import solve_diffusion_system
+from ..schemes.semi_implicit import (
+    _inverse_cholesky_factor,
+    cholesky_solve,
+    condition_bound,
+    default_rtol,
+)
 from ..sharding import sharded_vmap
 from ..verify.energy import l2_norm
 from ..verify.falsify import _search, to_sphere
@@ -33,6 +44,13 @@ from .sampling import _SelectedFlux
 KINDS = ("cycle", "semi-implicit", "implicit", "implicit-search", "implicit-fixed-point")
 # Lagged-diffusivity iterates at which the falsifier evaluates the implicit step's bound.
 SEARCH_ITERATIONS = 3
+# Iterations of the claims' implicit solver (`newton_or_lagged`), a fixed count, and the
+# step lengths of its damped Newton steps.
+IMPLICIT_ITERATIONS = 8
+STEP_LENGTHS = (1.0, 0.5, 0.25)
+# Iterations for the samples that miss the tolerance after `IMPLICIT_ITERATIONS`: `run`
+# gathers them on the host and solves them again in small batches, with each count in turn.
+STRAGGLER_ITERATIONS = (64, 512)
 # The largest contraction factor q = tau Lip ||K||^2 at which the fixed-point claim runs,
 # and the iterations that then suffice for the default tolerance rtol = 1000 eps:
 # the residual after k iterations is at most q^(k+1) ||u||, so k = ceil(log(rtol) / log(q)).
@@ -40,7 +58,110 @@ LARGEST_CONTRACTION = 0.9
 FIXED_POINT_ITERATIONS = math.ceil(math.log(1000 * float(np.finfo(np.float64).eps)) / math.log(LARGEST_CONTRACTION))
 
 
-def scheme_map(kind: str, matrix: Array, flux, tau: Array, coefficients=None):
+def newton_or_lagged(op: Matrix, flux, tau: Array, u: Array, iterations: int | None = None):
+    r"""A solution of the implicit step $v = u - \tau K^\top\Phi(Kv)$ for a dense `op`, in a
+    fixed number of `iterations` (`None`: `IMPLICIT_ITERATIONS`; no loop waits for the
+    slowest member of a batch: `run` re-solves the samples that miss the tolerance with
+    `STRAGGLER_ITERATIONS`). The solutions are the critical points of the energy
+    $E(v) = \frac12\|v - u\|^2 + \tau\sum_i\Psi((Kv)_i)$, whose gradient is the residual
+    $r(v) = v - u + \tau K^\top\Phi(Kv)$ (`proofs/implicit-stability.md`, item 2): a descent method on $E$.
+    Each iteration computes from $v$, by `cholesky_solve`, the lagged-diffusivity step
+    $(I + \tau K^\top G(v) K)^{-1}u$, which never increases $E$ (item 3: the globalisation), and
+    Newton steps $v - \alpha J^{-1}r(v)$ with $J = I + \tau K^\top\operatorname{diag}(\Phi'(Kv))K$ (the
+    Hessian of $E$; NaN where it is not positive definite, and then not a candidate) for the
+    step lengths $\alpha$ of `STEP_LENGTHS`. It moves to the candidate of least energy; candidates whose
+    energies agree with the least to within the rounding of $E$ ($64\varepsilon$ relative) count as
+    equal, and of those the one of smallest residual is taken (near a solution the energy
+    differences, of order $\|r\|^2$, drop below the rounding of $E$, while the residual still
+    discriminates: the full Newton step then wins and converges quadratically). Returns the
+    iterate of smallest residual and that residual; the claims check it against the solver's
+    stated tolerance."""
+    matrix = op.matrix.astype(u.dtype)
+    eye = jnp.eye(matrix.shape[1], dtype=u.dtype)
+    tau = tau.astype(u.dtype)
+    lengths = jnp.asarray(STEP_LENGTHS, u.dtype)
+    slack = 64 * jnp.finfo(u.dtype).eps
+
+    def system(weights):
+        return eye + tau * (matrix.T * weights[None, :]) @ matrix
+
+    def residual(v):
+        return implicit_residual(op, flux, tau, u, v)
+
+    def energy(v):
+        return 0.5 * jnp.sum((v - u) ** 2) + tau * jnp.sum(flux.potential(op(v)))
+
+    def body(carry, _):
+        v, kept, smallest = carry
+        s = op(v)
+        r = residual(v)
+        slope = jax.jvp(flux, (s,), (jnp.ones_like(s),))[1]
+        lagged = cholesky_solve(system(flux.diffusivity(s * s)), u)
+        newton = -cholesky_solve(system(slope), r)
+        candidates = jnp.concatenate([lagged[None, :], v[None, :] + lengths[:, None] * newton[None, :]])
+        energies = jax.vmap(energy)(candidates)
+        norms = jax.vmap(lambda w: l2_norm(residual(w)))(candidates)
+        finite = jnp.isfinite(energies) & jnp.isfinite(norms)
+        energies = jnp.where(finite, energies, jnp.inf)
+        least = jnp.min(energies)
+        tied = energies <= least + slack * (jnp.abs(least) + jnp.abs(energy(v)))
+        choice = jnp.argmin(jnp.where(tied, norms, jnp.inf))
+        v = candidates[choice]
+        norm = norms[choice]
+        better = norm < smallest  # False for NaN
+        return (v, jnp.where(better, v, kept), jnp.where(better, norm, smallest)), None
+
+    s = op(u)
+    start = cholesky_solve(system(flux.diffusivity(s * s)), u)
+    length = IMPLICIT_ITERATIONS if iterations is None else iterations
+    (_, v, norm), _ = jax.lax.scan(body, (start, start, l2_norm(residual(start))), length=length)
+    return v, norm
+
+
+@jax.custom_vjp
+def dense_semi_implicit_solve(matrix: Array, g: Array, tau: Array, u: Array) -> Array:
+    r"""$v = (I + \tau K^\top\operatorname{diag}(g)K)^{-1}u$ for a dense $K$ = `matrix`: the Matrix branch
+    of `solve_diffusion_system` (the assembled system and its `cholesky_solve`), written out
+    without lineax's operator wrappers. Reverse mode by the implicit function theorem at the
+    level of $(K, g, \tau, u)$: with $w = (I + \tau A)^{-1}\bar v$, $\bar u = w$,
+    $\bar g = -\tau (Kw)\odot(Kv)$, $\bar\tau = -\langle g, (Kw)\odot(Kv)\rangle$ and
+    $\bar K = -\tau\operatorname{diag}(g)\big((Kv)w^\top + (Kw)v^\top\big)$: one more solve, no
+    differentiation through the assembly or the factorisation."""
+    return _dense_semi_implicit_fwd(matrix, g, tau, u)[0]
+
+
+def _solve_factored(system, inverse, rhs):
+    # As `cholesky_solve`, with the inverse factor computed once for both directions.
+    x = inverse.T @ (inverse @ rhs)
+    return x + inverse.T @ (inverse @ (rhs - system @ x))
+
+
+def _dense_semi_implicit_fwd(matrix, g, tau, u):
+    system = jnp.eye(matrix.shape[1], dtype=u.dtype) + tau * (matrix.T * g[None, :]) @ matrix
+    inverse = _inverse_cholesky_factor(system)
+    v = _solve_factored(system, inverse, u)
+    return v, (matrix, g, tau, system, inverse, v)
+
+
+def _dense_semi_implicit_bwd(saved, cotangent):
+    matrix, g, tau, system, inverse, v = saved
+    w = _solve_factored(system, inverse, cotangent)
+    kv, kw = matrix @ v, matrix @ w
+    matrix_bar = -tau * g[:, None] * (jnp.outer(kv, w) + jnp.outer(kw, v))
+    return matrix_bar, -tau * kw * kv, -jnp.sum(g * kw * kv), w
+
+
+dense_semi_implicit_solve.defvjp(_dense_semi_implicit_fwd, _dense_semi_implicit_bwd)
+
+
+def stated_tolerance(op, flux, tau: Array, dtype) -> Array:
+    """The solvers' stated relative residual, $1000\\varepsilon(1 + \\tau L\\||K|\\|^2)$
+    (`default_rtol` with `condition_bound`): the stopping tolerance of the iterative solves
+    and of `ImplicitScheme`, and what a backward stable direct solve attains."""
+    return default_rtol(dtype, condition_bound(op, flux.sector_bound(), tau.astype(dtype)))
+
+
+def scheme_map(kind: str, matrix: Array, flux, tau: Array, coefficients=None, iterations: int | None = None):
     """The map $u \\mapsto (v, \\|r\\|)$ of scheme `kind` with $K$ = `matrix`. For "cycle",
     `coefficients` = (extrapolation, step fractions, frozen) of `three_term_cycle`: the
     arrays are traced, so that one program serves FSI and FED cycles of every length
@@ -53,9 +174,9 @@ def scheme_map(kind: str, matrix: Array, flux, tau: Array, coefficients=None):
     if kind == "semi-implicit":
 
         def semi_implicit(u):
-            frozen = Frozen(flux, op(u))
-            v = solve_diffusion_system(op, frozen, tau, u, throw=False).value
-            return v, l2_norm(u - v - tau * op.T(frozen(op(v))))
+            g = flux.diffusivity(op(u) ** 2)
+            v = dense_semi_implicit_solve(matrix, g, tau.astype(u.dtype), u)
+            return v, l2_norm(u - v - tau * op.T(g * op(v)))
 
         return semi_implicit
     if kind == "implicit-search":
@@ -67,18 +188,23 @@ def scheme_map(kind: str, matrix: Array, flux, tau: Array, coefficients=None):
             # gradient cheap (no while loop of the full solver under vmap).
             v = u
             for _ in range(SEARCH_ITERATIONS):
-                v = solve_diffusion_system(op, Frozen(flux, op(v)), tau, u, throw=False).value
+                v = dense_semi_implicit_solve(matrix, flux.diffusivity(op(v) ** 2), tau.astype(u.dtype), u)
             return v, l2_norm(implicit_residual(op, flux, tau, u, v))
 
         return lagged_iterates
-    if kind in ("implicit", "implicit-fixed-point"):
-        if kind == "implicit":
-            prototype = ImplicitScheme(op, flux, 1.0, solver="lagged-diffusivity", throw=False, max_iterations=500)
-        else:
-            prototype = ImplicitScheme(
-                op, flux, 1.0, solver="fixed-point", throw=False, max_iterations=FIXED_POINT_ITERATIONS,
-                allow_nonconvergent=True,
-            )
+    if kind == "implicit":
+
+        def implicit_step(u):
+            v, _ = newton_or_lagged(op, flux, tau, u, iterations)
+            # Recomputed here: the verdict never takes a solver's word for its residual.
+            return v, l2_norm(implicit_residual(op, flux, tau, u, v))
+
+        return implicit_step
+    if kind == "implicit-fixed-point":
+        prototype = ImplicitScheme(
+            op, flux, 1.0, solver="fixed-point", throw=False, max_iterations=FIXED_POINT_ITERATIONS,
+            allow_nonconvergent=True,
+        )
         scheme = eqx.tree_at(lambda s: s.tau, prototype, tau)
 
         def implicit(u):
@@ -91,10 +217,68 @@ def scheme_map(kind: str, matrix: Array, flux, tau: Array, coefficients=None):
 
 class SchemeMeasurements(eqx.Module):
     """Per case, flux and sample `(C, F, B)`: the largest $\\|v\\|/(\\|u\\| + \\|r\\|)$ over
-    `depth` applications, and the largest $\\|r\\| / \\|u\\|$."""
+    `depth` applications, the largest $\\|r\\| / \\|u\\|$, and the largest
+    $\\|r\\| / (\\mathrm{rtol}\\,\\|u\\|)$ with rtol the `stated_tolerance` at the step's $\\tau$
+    (at most 1: the solve reached its tolerance), and how many samples `resolve_stragglers`
+    solved again."""
 
     ratio: Array
     residual: Array
+    excess: Array
+    resolved: int = eqx.field(static=True, default=0)  # samples solved again (`resolve_stragglers`)
+
+
+def _measure_one(kind, coefficients, depth, iterations, matrix, case_fluxes, index, tau, u):
+    # One sample: `depth` applications of the scheme from `u`; (largest ratio, largest
+    # ||r|| / ||u||, largest ||r|| / (rtol ||u||)).
+    flux = _SelectedFlux(case_fluxes, index)
+    step = scheme_map(kind, matrix, flux, tau, coefficients, iterations)
+    rtol = stated_tolerance(Matrix(matrix), flux, tau, u.dtype)
+
+    def body(v, _):
+        w, residual = step(v)
+        size = l2_norm(v)
+        return w, (l2_norm(w) / (size + residual), residual / size)
+
+    _, (ratios, residuals) = jax.lax.scan(body, u, length=depth)
+    return jnp.max(ratios), jnp.max(residuals), jnp.max(residuals) / rtol
+
+
+@eqx.filter_jit
+def _measure_samples(matrices, fluxes, indices, taus, signals, kind: str, depth: int, iterations: int):
+    # `_measure_one` over a flat batch of samples (leading axis S of every argument).
+    return jax.vmap(lambda *a: _measure_one(kind, None, depth, iterations, *a))(matrices, fluxes, indices, taus, signals)
+
+
+def resolve_stragglers(cases: Cases, signals, taus, sampled: SchemeMeasurements, depth: int):
+    """Solve again the "implicit" samples whose residual missed the tolerance (`excess`
+    not at most 1, NaN included) in the fixed-count batch, with each iteration count of
+    `STRAGGLER_ITERATIONS` in turn for those still missing it: they are gathered on the
+    host into one small batch (padded to a power of two), so the large batch never waits
+    for its slowest member. A re-solve replaces the sample's residuals; its ratio is the
+    larger of the solves' (item 1 holds for every iterate). Returns the updated
+    measurements (NumPy, `resolved` = the samples solved again) and that number."""
+    ratios, residuals, excesses = (np.array(x) for x in (sampled.ratio, sampled.residual, sampled.excess))
+    resolved = 0
+    for iterations in STRAGGLER_ITERATIONS:
+        c, f, b = np.nonzero(~(excesses <= 1))
+        count = len(c)
+        if count == 0:
+            break
+        resolved = resolved or count
+        padded = 1 << (count - 1).bit_length()
+        pick = np.concatenate([np.arange(count), np.zeros(padded - count, int)])
+        rows = c[pick]
+        fluxes = jax.tree.map(lambda x, rows=rows: np.asarray(x)[rows], cases.fluxes)
+        ratio, residual, excess = jax.tree.map(np.asarray, _measure_samples(
+            np.asarray(cases.matrices)[rows], fluxes, f[pick], np.asarray(taus)[c, f, b][pick],
+            np.asarray(signals)[c, f, b][pick], "implicit", depth, iterations,
+        ))
+        at = (c, f, b)
+        ratios[at] = np.fmax(ratios[at], ratio[:count])
+        residuals[at], excesses[at] = residual[:count], excess[:count]
+    updated = SchemeMeasurements(jnp.asarray(ratios), jnp.asarray(residuals), jnp.asarray(excesses), resolved)
+    return jax.tree.map(np.asarray, updated), resolved
 
 
 @eqx.filter_jit
@@ -104,15 +288,7 @@ def measure(cases: Cases, signals: Array, taus: Array, kind: str, coefficients, 
     flux_count = taus.shape[1]
 
     def one(matrix, case_fluxes, index, tau, u):
-        step = scheme_map(kind, matrix, _SelectedFlux(case_fluxes, index), tau, coefficients)
-
-        def body(v, _):
-            w, residual = step(v)
-            size = l2_norm(v)
-            return w, (l2_norm(w) / (size + residual), residual / size)
-
-        _, (ratios, residuals) = jax.lax.scan(body, u, length=depth)
-        return jnp.max(ratios), jnp.max(residuals)
+        return _measure_one(kind, coefficients, depth, None, matrix, case_fluxes, index, tau, u)
 
     def per_case(matrix, case_fluxes, case_taus, case_signals):
         def per_flux(index, flux_taus, flux_signals):
@@ -120,8 +296,8 @@ def measure(cases: Cases, signals: Array, taus: Array, kind: str, coefficients, 
 
         return jax.vmap(per_flux)(jnp.arange(flux_count), case_taus, case_signals)
 
-    ratio, residual = sharded_vmap(per_case)(cases.matrices, cases.fluxes, taus, signals)
-    return SchemeMeasurements(ratio, residual)
+    ratio, residual, excess = sharded_vmap(per_case)(cases.matrices, cases.fluxes, taus, signals)
+    return SchemeMeasurements(ratio, residual, excess)
 
 
 @eqx.filter_jit
@@ -132,7 +308,7 @@ def attack(
     $\\|v\\|/(\\|u\\| + \\|r\\|)$ of one application over inputs on spheres (as in
     `adversarial.attack`); the witness is returned as the pair `(u, u)`. For "implicit"
     the search evaluates "implicit-search" (lagged-diffusivity iterates with their
-    residuals), the random samples the converged solver."""
+    residuals); `run` then solves at the witness with the claims' solver, as a sample."""
     kind = "implicit-search" if kind == "implicit" else kind
     count, flux_count = cases.taus.shape
     size = cases.masks.shape[1]
@@ -202,7 +378,9 @@ def run(
 ):
     """Sampled measurements at `taus * fractions` (fractions log-uniform in
     [`smallest_fraction`, 1], 1 for every fourth sample) and the falsifier at `taus`,
-    `(C, F)`, for scheme `kind` (`search=False`: no falsifier, `None` in its place).
+    `(C, F)`, for scheme `kind` (`search=False`: no falsifier, `None` in its place). The
+    falsifier's witness is measured as one more sample (last along `B`, at `taus`), so
+    that its ratio and its residual are those of the scheme's own solve.
     Returns `(SchemeMeasurements, Attack)` as NumPy arrays."""
     signals = padded_signals(rng, ops, fluxes, budget.samples)
     fractions = smallest_fraction ** rng.uniform(0.0, 1.0, signals.shape[:3])
@@ -211,9 +389,14 @@ def run(
     if coefficients is not None:
         extrapolation, step_fractions, frozen = coefficients
         coefficients = (*jax.device_put((np.asarray(extrapolation), np.asarray(step_fractions))), bool(frozen))
-    sampled = measure(cases, signals, np.asarray(taus)[..., None] * fractions, kind, coefficients, budget.depth)
-    if not search:
-        return jax.tree.map(np.asarray, sampled), None
-    key = jax.random.wrap_key_data(rng.integers(2**32, size=2, dtype=np.uint32))
-    found = attack(cases, key, kind, coefficients, budget.restarts, budget.steps)
-    return jax.tree.map(np.asarray, sampled), jax.tree.map(np.asarray, found)
+    found = None
+    if search:
+        key = jax.random.wrap_key_data(rng.integers(2**32, size=2, dtype=np.uint32))
+        found = jax.tree.map(np.asarray, attack(cases, key, kind, coefficients, budget.restarts, budget.steps))
+        signals = np.concatenate([signals, found.witness[0][:, :, None, :]], axis=2)
+        fractions = np.concatenate([fractions, np.ones(fractions.shape[:2] + (1,))], axis=2)
+    steps = np.asarray(taus)[..., None] * fractions
+    sampled = jax.tree.map(np.asarray, measure(cases, signals, steps, kind, coefficients, budget.depth))
+    if kind == "implicit":
+        sampled, _ = resolve_stragglers(cases, signals, steps, sampled, budget.depth)
+    return sampled, found

@@ -48,6 +48,7 @@ from .semi_implicit import (
     default_rtol,
     euclidean_cg,
     solve_diffusion_system,
+    vector_structure,
 )
 
 SOLVERS = ("auto", "fixed-point", "lagged-diffusivity")
@@ -260,7 +261,9 @@ def _solve_bwd(v, grad_obj, perturbed, scheme_and_input, /):
     def jacobian_vector(x):
         return jax.jvp(lambda y: implicit_residual(scheme.op, scheme.flux, scheme.tau, u, y), (v,), (x,))[1]
 
-    structure = jax.ShapeDtypeStruct(v.shape, v.dtype)
+    # The structure of the operator's own product: sharding included, as lineax compares
+    # it with the cotangent's (see `diffusion_system`).
+    structure = jax.eval_shape(jacobian_vector, vector_structure(cotangent))
     # Symmetric; positive definite when the iteration contracts (q < 1) or the flux is
     # monotone, positive semidefinite at a local minimum of the step's energy (what lagged
     # diffusivity converges to). A failed solve raises instead of returning a wrong gradient.

@@ -4,10 +4,11 @@ $$(I + \tau K^\top G(u) K)\, u^{k+1} = u^k, \qquad G(u) = \operatorname{diag}\bi
 
 $A = K^\top G K$ is symmetric positive semidefinite ($g \ge 0$), so
 $\|(I + \tau A)^{-1}\| \le 1$: the step is Euclidean stable for every $\tau > 0$
-(`proofs/semi-implicit-stability.md`). The linear system is solved with lineax: the
-tridiagonal solver when $K$ is a two-tap single-channel stencil that is not periodic
-(so $A$ is tridiagonal, e.g. $D_1$ with neumann boundary), a Cholesky factorisation for
-a dense `Matrix` $K$, conjugate gradients (or multigrid) otherwise.
+(`proofs/semi-implicit-stability.md`). The linear system is solved by a tridiagonal
+solve (the kernel of lineax's `Tridiagonal`) when $K$ is a two-tap single-channel stencil
+that is not periodic (so $A$ is tridiagonal, e.g. $D_1$ with neumann boundary), a
+Cholesky factorisation for a dense `Matrix` $K$, lineax's conjugate gradients (or
+multigrid) otherwise.
 
 Reference: Weickert, Romeny, Viergever, "Efficient and reliable schemes for nonlinear
 diffusion filtering", IEEE TIP 1998; arXiv:2103.15419, Section 5.
@@ -70,10 +71,37 @@ def _tridiagonal(matvec, n: int, dtype) -> lx.TridiagonalLinearOperator:
     return lx.TridiagonalLinearOperator(diagonal, lower, upper)
 
 
-def diffusion_system(op: AbstractOperator, flux: Frozen, tau: Array, structure) -> lx.AbstractLinearOperator:
+def _tridiagonal_solve(system: lx.TridiagonalLinearOperator, rhs: Float[Array, " n"]) -> Float[Array, " n"]:
+    """Solve the tridiagonal `system` for `rhs` with `jax.lax.linalg.tridiagonal_solve`, the
+    kernel of lineax's `Tridiagonal` solver (differentiable, batched by `vmap`). Not through
+    `lineax.linear_solve`: that compares the structure of `rhs`, which inside `jax.shard_map`
+    carries the mesh's sharding, with the operator's, which a `TridiagonalLinearOperator`
+    builds from shape and dtype alone, and refuses every sharded solve."""
+    zero = jnp.zeros((1,), rhs.dtype)
+    lower = jnp.concatenate([zero, system.lower_diagonal.astype(rhs.dtype)])
+    upper = jnp.concatenate([system.upper_diagonal.astype(rhs.dtype), zero])
+    diagonal = system.diagonal.astype(rhs.dtype)
+    return jax.lax.linalg.tridiagonal_solve(lower, diagonal, upper, rhs[:, None])[:, 0]
+
+
+def vector_structure(x: Array) -> jax.ShapeDtypeStruct:
+    """The structure of `x` as lineax compares it: shape, dtype and sharding. Inside
+    `jax.shard_map` every traced value carries the mesh's sharding, so a structure built
+    from shape and dtype alone differs from that of a right-hand side."""
+    return jax.eval_shape(lambda: x)
+
+
+def diffusion_system(
+    op: AbstractOperator, flux: Frozen, tau: Array, structure: jax.ShapeDtypeStruct
+) -> lx.AbstractLinearOperator:
     r"""$I + \tau K^\top G K$ as a lineax operator, with $G$ the frozen diffusivity of `flux`
     (tridiagonal where `_is_tridiagonal(op)`, a symmetric positive definite function
-    operator otherwise)."""
+    operator otherwise; `structure`: the shape and dtype of $u$).
+
+    The function operator's input structure is that of its own product,
+    `jax.eval_shape(matvec, structure)`: input, output and a right-hand side traced in the
+    same context then agree, sharding included (inside `jax.shard_map` lineax refuses a
+    symmetric operator whose structures differ, and a right-hand side that differs)."""
 
     def matvec(v):
         return v + tau.astype(v.dtype) * op.T(flux(op(v)))
@@ -81,7 +109,7 @@ def diffusion_system(op: AbstractOperator, flux: Frozen, tau: Array, structure) 
     if _is_tridiagonal(op):
         return _tridiagonal(matvec, structure.shape[0], structure.dtype)
     tags = (lx.symmetric_tag, lx.positive_semidefinite_tag)
-    return lx.FunctionLinearOperator(matvec, structure, tags)
+    return lx.FunctionLinearOperator(matvec, jax.eval_shape(matvec, structure), tags)
 
 
 class LinearSolution(eqx.Module):
@@ -106,8 +134,8 @@ def solve_diffusion_system(
     throw: bool = True,
     multigrid: Multigrid | None = None,
 ) -> LinearSolution:
-    r"""Solve $(I + \tau K^\top G K)\,x = $ `rhs` (see `diffusion_system`): with lineax's
-    tridiagonal solver for two-tap stencils that are not periodic, by a Cholesky
+    r"""Solve $(I + \tau K^\top G K)\,x = $ `rhs` (see `diffusion_system`): with a
+    tridiagonal solve for two-tap stencils that are not periodic, by a Cholesky
     factorisation of the assembled matrix for a dense `Matrix` $K$, iteratively otherwise. The
     iterative solvers, conjugate gradients or `multigrid` cycles (for single-channel stencils), stop at
     a Euclidean residual of `rtol * ||rhs||` (`None`: `default_rtol` with `condition_bound`)
@@ -116,8 +144,7 @@ def solve_diffusion_system(
     within twice that. Differentiable: the iterative solve is a
     `jax.lax.custom_linear_solve`, so tangents and cotangents are solved with the same rule
     for their own right-hand sides."""
-    structure = jax.ShapeDtypeStruct(rhs.shape, rhs.dtype)
-    system = diffusion_system(op, flux, tau, structure) if multigrid is None else None
+    system = diffusion_system(op, flux, tau, vector_structure(rhs)) if multigrid is None else None
     if multigrid is None and isinstance(op, Matrix):
         # A dense K: Cholesky of the assembled matrix, no iteration (under vmap an
         # iterative solve runs until the slowest system of the batch has converged).
@@ -129,7 +156,7 @@ def solve_diffusion_system(
         ok = jnp.all(jnp.isfinite(x))
         steps = jnp.array(0)
     elif isinstance(system, lx.TridiagonalLinearOperator):
-        x = lx.linear_solve(system, rhs, lx.Tridiagonal(), throw=throw).value
+        x = _tridiagonal_solve(system, rhs)
         residual = l2_norm(rhs - system.mv(x))
         ok = jnp.all(jnp.isfinite(x))
         steps = jnp.array(0)
@@ -144,7 +171,7 @@ def solve_diffusion_system(
             max_steps = 10 * rhs.size if max_steps is None else max_steps
 
             def solve(matvec, b):
-                operator = lx.FunctionLinearOperator(matvec, structure, system.tags)
+                operator = lx.FunctionLinearOperator(matvec, vector_structure(b), system.tags)
                 solution = lx.linear_solve(operator, b, euclidean_cg(rtol, b, max_steps), throw=False)
                 return solution.value, solution.stats["num_steps"]
         else:
@@ -167,15 +194,24 @@ def solve_diffusion_system(
     return LinearSolution(x, result, steps, residual)
 
 
-def cholesky_solve(matrix: Float[Array, "n n"], rhs: Float[Array, " n"]) -> Float[Array, " n"]:
-    r"""Solve $A x = b$ for symmetric positive definite $A$: Cholesky $A = L L^\top$
-    column by column, then the two triangular solves, each a `lax.fori_loop` of $n$
-    steps (differentiable, batched by `vmap`). Written with XLA operations only, without
-    LAPACK custom calls: programs with those were seen to hang on XLA:CPU when several
-    threads ran them from the persistent compilation cache (as `jaxpde certify` does).
-    A non-positive pivot gives NaN, never a wrong finite answer."""
-    matrix, rhs = jnp.asarray(matrix), jnp.asarray(rhs)
+# Blocks of at most this size are factorised column by column; larger ones recursively.
+_CHOLESKY_BLOCK = 16
+
+
+def _inverse_cholesky_factor(matrix: Float[Array, "n n"]) -> Float[Array, "n n"]:
+    r"""$L^{-1}$ for the Cholesky factor $L$ of $A$ = `matrix`, recursively by halves:
+    $L_{21} = A_{21}L_{11}^{-\top}$, $L_{22} = \mathrm{chol}(A_{22} - L_{21}L_{21}^\top)$ and
+    $(L^{-1})_{21} = -L_{22}^{-1}L_{21}L_{11}^{-1}$, so that most of the work is matrix products;
+    blocks of at most `_CHOLESKY_BLOCK` columns by a `lax.fori_loop` over the columns (then
+    over the rows of $L^{-1}$). A non-positive pivot gives NaN."""
     n = matrix.shape[0]
+    if n > _CHOLESKY_BLOCK:
+        k = (n + 1) // 2
+        inverse11 = _inverse_cholesky_factor(matrix[:k, :k])
+        lower21 = matrix[k:, :k] @ inverse11.T
+        inverse22 = _inverse_cholesky_factor(matrix[k:, k:] - lower21 @ lower21.T)
+        zero = jnp.zeros((k, n - k), matrix.dtype)
+        return jnp.block([[inverse11, zero], [-(inverse22 @ lower21) @ inverse11, inverse22]])
     index = jnp.arange(n)
 
     def column(j, lower):
@@ -186,15 +222,34 @@ def cholesky_solve(matrix: Float[Array, "n n"], rhs: Float[Array, " n"]) -> Floa
 
     lower = jax.lax.fori_loop(0, n, column, jnp.zeros_like(matrix))
 
-    def forward(i, y):  # L y = b; y is zero from i on
-        return y.at[i].set((rhs[i] - lower[i] @ y) / lower[i, i])
+    def row(i, inverse):  # L X = I, one row of X at a time
+        return inverse.at[i].set(((index == i).astype(matrix.dtype) - lower[i] @ inverse) / lower[i, i])
 
-    def backward(k, x):  # L^T x = y; x is zero up to i
-        i = n - 1 - k
-        return x.at[i].set((y[i] - lower[:, i] @ x) / lower[i, i])
+    return jax.lax.fori_loop(0, n, row, jnp.zeros_like(matrix))
 
-    y = jax.lax.fori_loop(0, n, forward, jnp.zeros_like(rhs))
-    return jax.lax.fori_loop(0, n, backward, jnp.zeros_like(rhs))
+
+def cholesky_solve(matrix: Float[Array, "n n"], rhs: Float[Array, " n"]) -> Float[Array, " n"]:
+    r"""Solve $A x = b$ for symmetric positive definite $A$: a recursive (blocked) Cholesky
+    factorisation with the inverse factor, $L^{-1}$ (`_inverse_cholesky_factor`: mostly
+    matrix products, the $O(n)$ column loop only within blocks of 16 columns),
+    $x = L^{-\top}L^{-1}b$ and one step of iterative refinement with the residual $b - Ax$
+    (products with a triangular inverse err by a factor of the condition number; the
+    refinement brings the residual back to rounding level). Batched by `vmap`. Derivatives
+    by the implicit function theorem (`jax.lax.custom_linear_solve`: tangents and cotangents
+    are solved with the same factor, the factorisation loop is not differentiated).
+    Written with XLA operations only, without LAPACK custom calls: programs with those
+    were seen to hang on XLA:CPU when several threads ran them from the persistent
+    compilation cache (as `jaxpde certify` does). A non-positive pivot gives NaN, never a
+    wrong finite answer."""
+    matrix, rhs = jnp.asarray(matrix), jnp.asarray(rhs)
+    fixed = jax.lax.stop_gradient(matrix)
+    inverse = _inverse_cholesky_factor(fixed)
+
+    def solve(_, b):
+        x = inverse.T @ (inverse @ b)
+        return x + inverse.T @ (inverse @ (b - fixed @ x))
+
+    return jax.lax.custom_linear_solve(lambda x: matrix @ x, rhs, solve, symmetric=True)
 
 
 def euclidean_cg(rtol: float | Float[Array, ""], rhs: Array, max_steps: int) -> lx.CG:

@@ -46,6 +46,9 @@ from .falsify import (
     Falsification as Falsification,
 )
 from .falsify import (
+    SearchRegion as SearchRegion,
+)
+from .falsify import (
     falsify as falsify,
 )
 from .falsify import (
@@ -59,6 +62,15 @@ from .falsify import (
 )
 from .gram import (
     gram_bound as gram_bound,
+)
+from .hypotheses import (
+    ConstantCheck as ConstantCheck,
+)
+from .hypotheses import (
+    check_flux as check_flux,
+)
+from .hypotheses import (
+    check_operator as check_operator,
 )
 from .lipschitz import (
     LocalLipschitz as LocalLipschitz,

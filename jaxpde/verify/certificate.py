@@ -5,6 +5,11 @@ import math
 from typing import Literal
 
 Status = Literal["certified", "violated", "error"]
+Basis = Literal["theorem", "empirical"]
+BASIS_MEANING = {
+    "theorem": "proved in proofs/, hypotheses checked, sampled and searched without a counterexample",
+    "empirical": "no theorem applies: searched without a counterexample over the stated region",
+}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -35,6 +40,7 @@ class FalsifierOutcome:
     sampled: float
     nonfinite: int
     found: bool
+    region: str = ""  # where it searched (input norms, seeds), e.g. `SearchRegion.describe()`
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +51,12 @@ class Certificate:
     the claim holds when `worst <= bound` within `tolerance` (`relation="<="`), or,
     for sharpness claims that must find a violation, when `worst > bound` by more
     than `tolerance` in every case (`relation=">"`).
+
+    `basis` says what a "certified" status rests on: "theorem" (the claim is proved in
+    `proof`, its hypotheses are checked on every sampled configuration, and sampling and
+    the falsifier found no counterexample) or "empirical" (no theorem applies: searched
+    without a counterexample over the region stated in `hypotheses`). Every registered
+    claim has a proof, so its basis is "theorem".
     """
 
     claim_id: str
@@ -62,6 +74,11 @@ class Certificate:
     cases: tuple[CaseResult, ...] = ()
     message: str = ""
     falsifier: FalsifierOutcome | None = None
+    basis: Basis = "theorem"
+
+    def __post_init__(self):
+        if self.basis not in BASIS_MEANING:
+            raise ValueError(f"`basis` must be one of {tuple(BASIS_MEANING)}, got {self.basis!r}.")
 
     @property
     def certified(self) -> bool:
@@ -72,6 +89,7 @@ class Certificate:
             "id": self.claim_id,
             "statement": self.statement,
             "status": self.status,
+            "basis": self.basis,
             "samples": self.samples,
             "worst": _finite_or_none(self.worst),
             "bound": _finite_or_none(self.bound),
@@ -110,13 +128,13 @@ def _fmt(x: float) -> str:
 def markdown_table(certificates: list[Certificate]) -> str:
     """A Markdown table with one row per claim."""
     lines = [
-        "| claim | status | samples | worst | relation | bound | tolerance | falsifier | seconds |",
-        "| --- | --- | ---: | ---: | :---: | ---: | ---: | ---: | ---: |",
+        "| claim | status | samples | worst | relation | bound | tolerance | falsifier | seconds | basis |",
+        "| --- | --- | ---: | ---: | :---: | ---: | ---: | ---: | ---: | --- |",
     ]
     for c in certificates:
         lines.append(
             f"| `{c.claim_id}` | {c.status} | {c.samples} | {_fmt(c.worst)} | {c.relation} "
-            f"| {_fmt(c.bound)} | {c.tolerance:.3g} | {_falsifier_cell(c.falsifier)} | {c.seconds:.2f} |"
+            f"| {_fmt(c.bound)} | {c.tolerance:.3g} | {_falsifier_cell(c.falsifier)} | {c.seconds:.2f} | {c.basis} |"
         )
     return "\n".join(lines)
 
@@ -126,6 +144,7 @@ def markdown_report(certificates: list[Certificate]) -> str:
     parts = ["# jaxpde certification report", "", markdown_table(certificates), ""]
     for c in certificates:
         parts += [f"## `{c.claim_id}`: {c.status}", "", c.statement, "", f"Proof: `{c.proof}`.", ""]
+        parts += [f"Basis: {c.basis} ({BASIS_MEANING[c.basis]}).", ""]
         if c.message:
             parts += [f"**Message:** {c.message}", ""]
         parts += [f"Tolerance: {c.tolerance:.3g} ({c.tolerance_derivation}).", ""]
@@ -137,6 +156,7 @@ def markdown_report(certificates: list[Certificate]) -> str:
                 f"- falsifier ({f.objective}): {f.restarts} restarts x {f.steps} Adam steps per case; "
                 f"worst {_fmt(f.worst)} (random starts alone: {_fmt(f.sampled)}); "
                 f"non-finite evaluations: {f.nonfinite}; violation found: {'yes' if f.found else 'no'}"
+                + (f"; region: {f.region}" if f.region else "")
             )
         if c.cases:
             parts += ["", "| case | samples | worst | bound | tolerance | ok |", "| --- | ---: | ---: | ---: | ---: | :---: |"]

@@ -32,6 +32,7 @@ import numpy as np
 from jaxtyping import Array, Float, Inexact
 
 from .._checks import check_int
+from ..operators import ceil_constant
 from .tolerance import gamma, unit_roundoff
 
 # Default number of Gram iterations; the overestimation factor is at most
@@ -81,7 +82,9 @@ def _gram_bound(matrix: Array, iterations: int) -> Array:
     tiny = float(jnp.finfo(real).tiny)
     inner = max(m, n)
     entries = m * n
-    c_f = 1 / ((1 - u) * math.sqrt(1 - gamma(entries + 2, real)))
+    # Cast upwards; the float64 evaluation is within a few units of float64 (8 u_64 covers it).
+    c_f = 1 / ((1 - u) * math.sqrt(1 - gamma(entries + 2, real))) * (1 + 8 * unit_roundoff(np.float64))
+    c_f = float(ceil_constant(c_f, real))
     product = gamma(inner + 2 if complex_ else inner, real) * c_f**2 * (1 + 4 * u)
     # Underflow: each product/sum may lose up to `tiny` (flush to zero included);
     # entries of H are <= 1, so an entry of H^H H loses at most 4 * inner * tiny.
@@ -96,7 +99,7 @@ def _gram_bound(matrix: Array, iterations: int) -> Array:
     matrix = matrix / scale[..., None, None].astype(matrix.dtype)
     floor = math.sqrt(entries * tiny)
     if iterations == 0:
-        return (c_f * _frobenius(matrix) + floor) * (1 + 2 * u) * scale
+        return (c_f * _frobenius(matrix) + floor) * (1 + 4 * u) * scale
 
     g, r0, d0, h0 = _normalised_square(matrix, left=m < n)
 
@@ -108,7 +111,7 @@ def _gram_bound(matrix: Array, iterations: int) -> Array:
     rs = jnp.concatenate([r0[None], rs])
     ds = jnp.concatenate([d0[None], ds])
     hs = jnp.concatenate([h0[None], hs])
-    top = (c_f * _frobenius(g_last) + floor) * (1 + 2 * u)
+    top = (c_f * _frobenius(g_last) + floor) * (1 + 4 * u)
 
     def backward(upper, step):
         r, d, h = step

@@ -26,11 +26,20 @@ from ..blocks import DiffusionBlock
 from .energy import l2_norm
 
 
-def block_lipschitz_bound(block: DiffusionBlock) -> Float[Array, ""]:
+def block_lipschitz_bound(
+    block: DiffusionBlock,
+    *,
+    derivative_range: tuple[float, float] | None = None,
+    norm: float | None = None,
+) -> Float[Array, ""]:
     r"""Certified $\operatorname{Lip}(f) \le \max(|1 - \tau b\nu^2|, 1 - \tau\min(a,0)\nu^2)$
-    with $[a, b]$ = `block.flux.derivative_range()` and $\nu$ = `block.op.norm_bound()`."""
-    low, high = block.flux.derivative_range()
-    nu2 = block.op.norm_bound() ** 2
+    with $[a, b]$ = `block.flux.derivative_range()` and $\nu$ = `block.op.norm_bound()`.
+
+    These are the declarations of the classes: certified for jaxpde's own fluxes and
+    operators. For a user's class pass checked values instead (`derivative_range`,
+    `norm`; see `jaxpde.verify.hypotheses`), as `certify_callable` does."""
+    low, high = block.flux.derivative_range() if derivative_range is None else derivative_range
+    nu2 = (block.op.norm_bound() if norm is None else jnp.asarray(norm)) ** 2
     tau = block.tau
     return jnp.maximum(jnp.abs(1 - tau * high * nu2), 1 - tau * jnp.minimum(low, 0) * nu2)
 

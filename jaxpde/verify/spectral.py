@@ -12,7 +12,9 @@ linear callable. Upper bounds, by `method` (see `proofs/spectral-norm-bounds.md`
   $\sup\|A\|^2 \le \max_q \|A(\theta_q)\|^2 + M(\pi/N)^2/2$,
   $M = \sum_{j,l}\|a_j\|\|a_l\|(j - l)^2$;
 - `"gram"`: Gram iteration (`jaxpde.verify.gram_bound`) on the dense matrix;
-- `"svd"`: LAPACK's SVD of the dense matrix plus its backward-error margin.
+- `"svd"`: a proven bound from LAPACK's SVD of the dense matrix: the computed factors
+  $X = \hat U\hat\Sigma\hat V^\top$ (exact numbers) give $\|K\| \le \|X\| + \|K - X\|$, both terms bounded
+  with the rounding of their evaluation (`svd_upper_bound`).
 
 2-D stencils (`jaxpde.Stencil2D`) bound their norm with `symbol_norm_bound_2d`, the same
 two arguments for the symbol $A(\theta_1, \theta_2)$ on the $H \times W$ DFT frequencies or
@@ -35,7 +37,15 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from .._checks import as_float_array, check_int
-from ..operators import BOUNDARIES, AbstractOperator, Derivative, Stencil
+from ..operators import (
+    BOUNDARIES,
+    AbstractOperator,
+    Derivative,
+    Stencil,
+    ceil_constant,
+    inflation,
+    round_up,
+)
 from .energy import l2_norm
 from .gram import GRAM_ITERATIONS, gram_bound, top_right_vector
 from .tolerance import gamma, unit_roundoff
@@ -53,11 +63,9 @@ PHASE_ROUNDOFFS = 32
 # of the unit roundoff: 32 + 32 for the factors, sqrt(2) gamma_2 < 3u for the complex
 # product, and second-order terms: < 72.
 PRODUCT_PHASE_ROUNDOFFS = 72
-# Relative error of |z| for a complex z (hypot-like evaluation, a few ulp).
+# Relative error of |z| for a complex z: XLA evaluates max * sqrt(1 + (min / max)^2), within
+# 3.3u, i.e. at most the error of 4 roundings (measured: 2.5u); `round_up` covers it.
 ABS_ROUNDOFFS = 4
-# LAPACK: the computed singular values are exact for A + E, ||E|| <= p(m, n) eps ||A||
-# (LAPACK Users' Guide, 3rd ed., section 4.9); p(m, n) = 8 (m + n) is used here.
-SVD_BACKWARD_FACTOR = 8
 # Stencils' power iteration (from a near-optimal start) stops after PATIENCE iterates
 # that each improve the best ratio by less than the relative STALL.
 PATIENCE = 8
@@ -186,7 +194,7 @@ def _matrix_bounds(symbol: Array, iterations: int) -> Array:
     """Certified upper bounds of the computed symbol's norm at each frequency."""
     real = jnp.finfo(symbol.dtype).dtype
     if symbol.shape[-2:] == (1, 1):
-        return jnp.abs(symbol[:, 0, 0]) * (1 + ABS_ROUNDOFFS * unit_roundoff(real))
+        return round_up(jnp.abs(symbol[:, 0, 0]), ABS_ROUNDOFFS)
     if 1 in symbol.shape[-2:]:
         # One column or one row: the norm is the Euclidean norm of the entries, a sum of
         # 2c squares (relative error gamma_(2c)) and a square root (one more rounding).
@@ -210,7 +218,8 @@ def _evaluation_margin(kernel3: Array, taps: int, phase_roundoffs: int = PHASE_R
     dtype = kernel3.dtype
     u = unit_roundoff(dtype)
     absolute = jnp.sum(jnp.abs(kernel3), axis=-1)
-    frobenius = jnp.sqrt(jnp.sum(absolute * absolute)) * (1 + (absolute.size + 2) * u)
+    # Rounded up: k - 1 roundings in each tap sum, then the squares, their sum and the root.
+    frobenius = round_up(jnp.sqrt(jnp.sum(absolute * absolute)), taps + absolute.size)
     return frobenius * (phase_roundoffs * u + 2 * gamma(taps + 1, dtype))
 
 
@@ -273,7 +282,7 @@ def _symbol_peak(kernel: Array, period: int, periodic: bool, iterations: int) ->
     q = jnp.argmax(values)
     peak = values[q] + _evaluation_margin(kernel3, k)
     if periodic:
-        upper = peak * (1 + 2 * u)
+        upper = round_up(peak, 1)  # the sum above and this product
     else:
         spacing = (math.pi / period) ** 2 / 2 * (1 + 8 * u)
         upper = _grid_supremum(peak, _curvature(kernel3), spacing, u)
@@ -373,7 +382,7 @@ def _symbol_peak_2d(kernel: Array, periods: tuple[int, int], periodic: bool, ite
     values = jax.lax.map(row, rows, batch_size=max(1, SYMBOL_CHUNK // (p2 * k)))
     peak = jnp.max(values) + _evaluation_margin(kernel3, k, PRODUCT_PHASE_ROUNDOFFS)
     if periodic:
-        upper = peak * (1 + 2 * u)
+        upper = round_up(peak, 1)  # the sum above and this product
     else:
         # The nearest grid point is within sqrt(2) pi / N: error (M / 2) * 2 (pi / N)^2.
         spacing = (math.pi / p1) ** 2 * (1 + 8 * u)
@@ -486,14 +495,74 @@ def _frobenius_bound(matrix: Array) -> Array:
     return jnp.sqrt(jnp.sum(matrix * matrix)) * (1 + gamma(matrix.size + 2, matrix.dtype)) * (1 + 2 * u)
 
 
-@eqx.filter_jit
-def _dense_svd(apply: Callable, in_shape: tuple[int, ...], dtype):
-    matrix = _dense_matrix(apply, in_shape, dtype)
-    _, s, vh = jnp.linalg.svd(matrix, full_matrices=False)
-    m, n = matrix.shape
-    p = SVD_BACKWARD_FACTOR * (m + n) * float(jnp.finfo(dtype).eps)
-    upper = s[0] / (1 - p) * (1 + 2 * unit_roundoff(dtype))
-    return upper, vh[0].reshape(in_shape), matrix
+_dense_matrix_jit = eqx.filter_jit(_dense_matrix)
+
+
+def _frobenius64(x: np.ndarray) -> float:
+    """Certified upper bound of $\\|x\\|_F$ for a float64 NumPy array: a sum of $N$ squares
+    (relative error $\\gamma_N$ in any order), a square root, an underflow allowance of
+    `tiny` per square; rounded up by `inflation`."""
+    tiny = float(np.finfo(np.float64).tiny)
+    return (math.sqrt(float(np.sum(x * x)) + x.size * tiny)) * inflation(x.size // 2 + 3, np.float64)
+
+
+def svd_upper_bound(matrix: ArrayLike) -> tuple[float, float, np.ndarray]:
+    r"""A proven upper bound of $\|A\|_2$ from a computed SVD: `(upper, estimate, vector)`.
+
+    LAPACK (NumPy's `svd`, float64 on the host) returns $\hat U, \hat s, \hat V^\top$; whatever their
+    accuracy, $X = \hat U\operatorname{diag}(\hat s)\hat V^\top$ is a matrix of exact numbers, and by the triangle
+    inequality (Weyl)
+    $$\|A\| \le \|X\| + \|A - X\| \le \hat s_1\sqrt{1 + \eta_U}\sqrt{1 + \eta_V} + \|A - X\|,
+    \qquad \eta_Q \ge \|Q^\top Q - I\|_2 ,$$
+    with $\eta_Q = \|\mathrm{fl}(Q^\top Q) - I\|_F + \gamma_k\|Q\|_F^2$ ($k$ the inner length) and
+    $\|A - X\| \le \|\hat R\|_F/(1 - \mathbf{u}) + (\mathbf{u} + \gamma_r(1 + \mathbf{u}))\hat s_1\|\hat U\|_F\|\hat V\|_F$ for the computed
+    residual $\hat R$ (`proofs/spectral-norm-bounds.md`, Step 6). Every norm is a certified
+    upper bound (`_frobenius64`) and every combination is rounded up. The bound exceeds
+    $\|A\|$ by about $r^2\mathbf{u}_{64}\hat s_1$ at most ($r = \min(m, n)$); the estimate is LAPACK's $\hat s_1$
+    (not a bound), the vector its right singular vector.
+
+    **Arguments:**
+
+    - `matrix`: real, shape `(m, n)`, any float dtype (copied exactly to float64).
+
+    **Returns:** `(upper, estimate, vector)`: Python floats (float64, in the matrix's scale)
+    and the top right singular vector, shape `(n,)`, float64.
+    """
+    a = np.asarray(matrix)
+    if a.ndim != 2 or 0 in a.shape or not np.issubdtype(a.dtype, np.floating):
+        raise ValueError(
+            f"`matrix` must be a real floating array of shape (m, n) with m, n >= 1, got {a.dtype} {a.shape}."
+        )
+    a = a.astype(np.float64)
+    if not np.all(np.isfinite(a)):
+        return math.inf, math.nan, np.zeros(a.shape[1])
+    largest = float(np.max(np.abs(a)))
+    if largest == 0:
+        vector = np.zeros(a.shape[1])
+        vector[0] = 1
+        return 0.0, 0.0, vector
+    # Scaling by a power of two is exact and keeps the squares away from underflow.
+    scale = 2.0 ** math.frexp(largest)[1]
+    a = a / scale
+    u = unit_roundoff(np.float64)
+    left, values, right = np.linalg.svd(a, full_matrices=False)
+    r = values.size
+    top = float(values[0])
+
+    def defect(q: np.ndarray) -> float:
+        # ||q^T q - I||_2 <= ||fl(q^T q) - I||_F / (1 - u) + gamma_k || |q| ||_F^2 (one rounding in the
+        # difference; the product's error is entrywise <= gamma_k |q|^T |q|); six roundings after.
+        gram = q.T @ q
+        frob = _frobenius64(q)
+        off = _frobenius64(gram - np.eye(gram.shape[0])) * (1 + 4 * u)
+        return (off + gamma(q.shape[0] + 1, np.float64) * frob * frob) * inflation(6, np.float64)
+
+    norm_u = math.sqrt(1 + defect(left)) * inflation(2, np.float64)
+    norm_v = math.sqrt(1 + defect(right.T)) * inflation(2, np.float64)
+    residual = a - (left * values) @ right
+    slack = (u + gamma(r + 1, np.float64) * (1 + u)) * top * _frobenius64(left) * _frobenius64(right)
+    upper = (top * norm_u * norm_v + _frobenius64(residual) * (1 + 4 * u) + slack) * inflation(10, np.float64)
+    return upper * scale, top * scale, right[0]
 
 
 @eqx.filter_jit
@@ -636,7 +705,8 @@ def spectral_norm(
     - `"toeplitz"` (neumann / dirichlet stencils): $\sup_\theta\|A(\theta)\|$ from a
       grid of $N$ frequencies with the second-order grid error $M(\pi/N)^2/2$;
     - `"gram"`: Gram iteration on the dense matrix (any operator or callable);
-    - `"svd"`: $\hat\sigma_1/(1 - 8(m+n)\varepsilon)$ from LAPACK (dense);
+    - `"svd"`: $\hat s_1\|\hat U\|\|\hat V\| + \|K - \hat U\hat\Sigma\hat V^\top\|$ from LAPACK's SVD (dense),
+      each factor bounded rigorously (`svd_upper_bound`);
     - `"norm_bound"` (other jaxpde operators): the operator's own `norm_bound()`;
     - `"auto"`: `Derivative` → the smaller of analytic and symbol / toeplitz;
       `Stencil` → symbol / toeplitz; another operator → `norm_bound`; a callable →
@@ -709,7 +779,10 @@ def spectral_norm(
         dtype = target.dtype
 
     if method == "svd":
-        upper, vector, matrix = _dense_svd(apply, in_shape_, dtype)
+        matrix = _dense_matrix_jit(apply, in_shape_, dtype)
+        upper, _, vector = svd_upper_bound(matrix)
+        vector = jnp.asarray(vector.reshape(in_shape_), dtype)
+        upper = jnp.asarray(ceil_constant(upper, dtype))
         lower = _operator_lower(op, vector) if isinstance(op, AbstractOperator) else _matrix_lower(matrix, vector)
         return SpectralNormBounds(lower=lower, upper=upper, vector=vector, method="svd")
 
