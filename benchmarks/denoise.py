@@ -20,7 +20,7 @@ Models (float64, Adam, batches of 32, `--epochs` epochs of 16 steps):
   parameters, no gradient training.
 
 Reported per model: mean test PSNR (dB) over the seeds with its standard deviation; the
-stability certificate (`jaxpde.nn.stability_certificate`: certified gain bound, certified
+stability certificate (`jaxpde.verify.stability_certificate`: certified gain bound, certified
 Lipschitz bound); the falsifier's largest Euclidean gain ||f(u)|| / ||u|| and Lipschitz
 quotient ||f(u) - f(v)|| / ||u - v|| (`jaxpde.verify.certify_callable`, 64 restarts x 50 Adam
 steps, input norms 0.01 ... 100; lower bounds of the true suprema); and the training time.
@@ -51,10 +51,9 @@ from jaxpde.nn import (
     DiffusionResNet,
     ResNet,
     parameter_count,
-    stability_certificate,
-    train,
 )
-from jaxpde.verify import certify_callable
+from jaxpde.training import train
+from jaxpde.verify import certify_callable, stability_certificate
 
 MODELS = {
     "ResNet": lambda n, key: ResNet(n, depth=6, width=8, kernel_size=5, key=key),

@@ -11,6 +11,7 @@ from . import fluxes as fluxes
 from . import nn as nn
 from . import schemes as schemes
 from . import sharding as sharding
+from . import training as training
 from . import verify as verify
 from .blocks import DiffusionBlock as DiffusionBlock
 from .blocks import stable_step_size as stable_step_size
@@ -37,6 +38,12 @@ from .operators2d import (
 )
 from .operators2d import (
     Stencil2D as Stencil2D,
+)
+from .verify.networks import (
+    StabilityCertificate as StabilityCertificate,
+)
+from .verify.networks import (
+    stability_certificate as stability_certificate,
 )
 
 try:

@@ -13,6 +13,9 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike
 
+# The boundary conditions of every operator (see `jaxpde.operators`).
+BOUNDARIES = ("neumann", "periodic", "dirichlet")
+
 
 def as_float_array(x: ArrayLike) -> Array:
     """`x` as a floating JAX array (default float dtype for integers and Python

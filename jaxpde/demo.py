@@ -11,9 +11,9 @@ import numpy as np
 import optax
 
 from .denoising import denoising_task, psnr
-from .nn.certificate import stability_certificate
 from .nn.resnet import DiffusionResNet
-from .nn.training import train
+from .training import train
+from .verify.networks import stability_certificate
 from .verify.target import certify_callable
 
 # The demo's model: 6 stages of a learned explicit scheme, 8 steps each, stencils of

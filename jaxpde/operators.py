@@ -26,9 +26,20 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
-from ._checks import as_float_array, check_int, check_positive_float, check_signal
-
-BOUNDARIES = ("neumann", "periodic", "dirichlet")
+from ._bounds import gram_bound, schur_norm_bound, symbol_norm_bound
+from ._bounds.rounding import (
+    ceil_constant,
+    inflation,  # noqa: F401 (re-exported: it lived here)
+    round_up,
+    unit_roundoff,
+)
+from ._checks import (
+    BOUNDARIES,
+    as_float_array,
+    check_int,
+    check_positive_float,
+    check_signal,
+)
 
 
 class AbstractOperator(eqx.Module):
@@ -74,7 +85,8 @@ class AbstractOperator(eqx.Module):
         """The most products summed into one output entry of $K$ or $K^\\top$."""
 
 
-def _dense(op: AbstractOperator, dtype) -> Float[Array, "rows cols"]:
+def matrix_by_columns(op: AbstractOperator, dtype) -> Float[Array, "rows cols"]:
+    """The dense matrix of `op`: its own code applied to the unit vectors (vmapped), as columns."""
     size = math.prod(op.in_shape)
     basis = jnp.eye(size, dtype=dtype).reshape(size, *op.in_shape)
     columns = jax.vmap(op)(basis).reshape(size, -1)
@@ -88,50 +100,8 @@ def _reverse(kernel: Float[Array, "*c k"]) -> Float[Array, "*c_swapped k"]:
     return kernel[..., ::-1]
 
 
-def unit_roundoff(dtype) -> float:
-    """$\\mathbf{u} = \\varepsilon / 2$ of a floating dtype."""
-    return float(np.finfo(dtype).eps) / 2
-
-
-def inflation(roundings: int, dtype) -> float:
-    r"""The factor $1 + c\mathbf{u}$ ($c$ even, so the factor is exact in `dtype`) with
-    $1 + c\mathbf{u} \ge (1 - \mathbf{u})^{-(\text{roundings} + 1)}$.
-
-    A nonnegative number computed from exact nonnegative data by at most `roundings`
-    correctly rounded sums, products and square roots is at least the exact value times
-    $(1 - \mathbf{u})^{\text{roundings}}$; multiplied by this factor (one more rounding) it is an
-    upper bound of the exact value. Proof: with $p$ = `roundings` + 1,
-    $(1 - \mathbf{u})^{-p} \le 1 / (1 - p\mathbf{u}) = 1 + \gamma_p$ (Bernoulli), and $c = 2\lceil\gamma_{p+1}/(2\mathbf{u})\rceil$
-    satisfies $c\mathbf{u} \ge \gamma_p$: either $c \ge \gamma_{p+1}/\mathbf{u} \ge \gamma_p/\mathbf{u}$, or the float64 quotient
-    rounded to $p + 1$ exactly, which happens only when $p(p + 1)\mathbf{u} < 1$, and then
-    $(p + 1)\mathbf{u} \ge \gamma_p$ (Higham, *Accuracy and Stability of Numerical Algorithms*, 2002, Lemma 3.1).
-    """
-    u = unit_roundoff(dtype)
-    p = roundings + 2
-    if p * u >= 0.5:
-        raise ValueError(f"{roundings} roundings are too many for {np.dtype(dtype).name}: the bound is void.")
-    gamma = p * u / (1 - p * u)
-    return 1 + 2 * math.ceil(gamma / (2 * u)) * u
-
-
-def round_up(x: Array, roundings: int) -> Array:
-    """`x` times `inflation(roundings, x.dtype)`: an upper bound of the exact value of a
-    nonnegative `x` computed with at most `roundings` roundings that each lower it by at
-    most a factor $1 - \\mathbf{u}$."""
-    return x * inflation(roundings, x.dtype)
-
-
-def ceil_constant(value: float, dtype) -> np.ndarray:
-    """The smallest number of `dtype` that is at least the float64 `value` (a constant
-    cast upwards, never to nearest)."""
-    cast = np.asarray(value, dtype)
-    if float(cast) < value:
-        cast = np.asarray(np.nextafter(cast, np.asarray(np.inf, dtype)), dtype)
-    return cast
-
-
 @jax.jit
-def _schur_bound(kernel: Float[Array, "*c k"]) -> Float[Array, ""]:
+def stencil_schur_bound(kernel: Float[Array, "*c k"]) -> Float[Array, ""]:
     r"""Schur's bound $\sqrt{R\,C}$ of $\||K|\|$ for a stencil, rounded up.
 
     One channel: $R = C = \sum_j |a_j|$, a sum of $k$ nonnegative terms: in any order the
@@ -144,9 +114,7 @@ def _schur_bound(kernel: Float[Array, "*c k"]) -> Float[Array, ""]:
     if absolute.ndim == 1:
         return round_up(jnp.sum(absolute), absolute.shape[-1] - 1)
     c_out, c_in, k = absolute.shape
-    row_sum = jnp.max(jnp.sum(absolute, axis=(1, 2)))
-    col_sum = jnp.max(jnp.sum(absolute, axis=(0, 2)))
-    return round_up(jnp.sqrt(row_sum) * jnp.sqrt(col_sum), (c_in * k + c_out * k) // 2 + 3)
+    return schur_norm_bound(jnp.sum(absolute, axis=(1, 2)), jnp.sum(absolute, axis=(0, 2)), c_in * k, c_out * k)
 
 
 class Stencil(AbstractOperator):
@@ -267,23 +235,21 @@ class Stencil(AbstractOperator):
         $\sup\|A\|^2 \le \max_q\|A(\theta_q)\|^2 + M(\pi/N)^2/2$,
         $M = \sum_{j,l}\|a_j\|\|a_l\|(j-l)^2$. Several channels use Gram iteration per
         frequency; rounding margins are included
-        (`jaxpde.verify.spectral.symbol_norm_bound`, `proofs/spectral-norm-bounds.md`).
+        (`jaxpde._bounds.symbol_norm_bound`, `proofs/spectral-norm-bounds.md`).
         Capped by the Schur bound `abs_norm_bound()` (itself rounded up, so the cap is
         an upper bound too). Jit-able; called eagerly, it runs one compiled program per
         kernel shape and grid (shared by all neumann and dirichlet sizes).
         """
-        from .verify.spectral import symbol_norm_bound  # verify imports this module
-
         bound = symbol_norm_bound(self.kernel, self.n, self.boundary)
         return jnp.minimum(bound, self.abs_norm_bound())
 
     def abs_norm_bound(self) -> Float[Array, ""]:
         r"""Schur's bound $\sqrt{\max_{\rm row} \sum |K| \cdot \max_{\rm col} \sum |K|}$, rounded up
         (a certified upper bound of $\||K|\|$ and of $\|K\|$; `proofs/spectral-norm-bounds.md`, Step 8)."""
-        return _schur_bound(self.kernel)
+        return stencil_schur_bound(self.kernel)
 
     def as_matrix(self) -> Float[Array, "rows cols"]:
-        return _dense(self, self.kernel.dtype)
+        return matrix_by_columns(self, self.kernel.dtype)
 
     @property
     def row_length(self) -> int:
@@ -464,9 +430,7 @@ class Matrix(AbstractOperator):
 
     def norm_bound(self) -> Float[Array, ""]:
         """Certified upper bound of $\\|K\\|_2$ by Gram iteration, rounding included
-        (`jaxpde.verify.gram_bound`)."""
-        from .verify.gram import gram_bound  # verify imports this module
-
+        (`jaxpde._bounds.gram_bound`, also `jaxpde.verify.gram_bound`)."""
         return gram_bound(self.matrix)
 
     def abs_norm_bound(self) -> Float[Array, ""]:
@@ -474,7 +438,7 @@ class Matrix(AbstractOperator):
         absolute = jnp.abs(self.matrix)
         rows, cols = absolute.shape
         row_sum, col_sum = jnp.max(jnp.sum(absolute, axis=1)), jnp.max(jnp.sum(absolute, axis=0))
-        # Sums of `cols` and `rows` terms, two square roots and a product (as in `_schur_bound`).
+        # Sums of `cols` and `rows` terms, two square roots and a product (as in `stencil_schur_bound`).
         return round_up(jnp.sqrt(row_sum) * jnp.sqrt(col_sum), (rows + cols) // 2 + 3)
 
     def as_matrix(self) -> Float[Array, "rows cols"]:

@@ -24,19 +24,24 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Float
 
-from ._checks import as_float_array, check_int, check_positive_float, check_signal
-from .operators import (
+from ._bounds import round_up, symbol_norm_bound_2d
+from ._checks import (
     BOUNDARIES,
+    as_float_array,
+    check_int,
+    check_positive_float,
+    check_signal,
+)
+from .operators import (
     AbstractOperator,
     Derivative,
-    _dense,
-    _schur_bound,
-    round_up,
+    matrix_by_columns,
+    stencil_schur_bound,
 )
 
 _HIGHEST = jax.lax.Precision.HIGHEST
 # The dense matrix as one compiled program (images have many more entries than signals).
-_dense_matrix = eqx.filter_jit(_dense)
+_dense_matrix = eqx.filter_jit(matrix_by_columns)
 
 
 def _check_boundary(boundary: object) -> str:
@@ -387,11 +392,9 @@ class Stencil2D(AbstractOperator):
         symbol, so $\|K\| \le \sup_\theta\|A(\theta)\|$, bounded from an $N \times N$ grid by
         $\sup\|A\|^2 \le \max_q\|A(\theta_q)\|^2 + M(\pi/N)^2$,
         $M = \sum_{j,l}\|a_j\|\|a_l\||j - l|^2$. Rounding margins included
-        (`jaxpde.verify.spectral.symbol_norm_bound_2d`, `proofs/spectral-norm-bounds.md`,
+        (`jaxpde._bounds.symbol_norm_bound_2d`, `proofs/spectral-norm-bounds.md`,
         Step 7); capped by the Schur bound `abs_norm_bound()`. Jit-able.
         """
-        from .verify.spectral import symbol_norm_bound_2d  # verify imports operators
-
         bound = symbol_norm_bound_2d(self.kernel, self.shape, self.boundary)
         return jnp.minimum(bound, self.abs_norm_bound())
 
@@ -399,7 +402,7 @@ class Stencil2D(AbstractOperator):
         r"""Schur's bound $\sqrt{\max_{\rm row} \sum |K| \cdot \max_{\rm col} \sum |K|}$, rounded up
         (`proofs/spectral-norm-bounds.md`, Step 8)."""
         kh, kw = self.kernel_shape
-        return _schur_bound(self.kernel.reshape(*self.kernel.shape[:-2], kh * kw))
+        return stencil_schur_bound(self.kernel.reshape(*self.kernel.shape[:-2], kh * kw))
 
     def as_matrix(self) -> Float[Array, "rows cols"]:
         return _dense_matrix(self, self.kernel.dtype)

@@ -96,3 +96,15 @@ def test_progress_lines_reach_a_pipe_as_each_claim_finishes():
 
 def test_peak_memory_is_positive_and_plausible():
     assert 0.01 < peak_memory_gb() < 1024
+
+
+def test_python_dash_m_runs_the_command_line():
+    # `python -m jaxpde` and the `jaxpde` script are the same `main`: an unknown claim
+    # id exits 2 and names the known ids, without checking anything.
+    result = subprocess.run(
+        [sys.executable, "-m", "jaxpde", "certify", "--claim", "no-such-claim"],
+        capture_output=True, text=True, env={**os.environ, "JAXPDE_CACHE_DIR": ""}, timeout=120, check=False,
+    )
+    assert result.returncode == 2
+    assert "unknown claim id 'no-such-claim'" in result.stderr
+    assert "explicit-stability" in result.stderr

@@ -22,7 +22,7 @@ import lineax as lx
 import numpy as np
 import pytest
 
-from jaxpde import Derivative, Matrix, Stencil, fluxes
+from jaxpde import AbstractOperator, Derivative, Matrix, Stencil, fluxes
 from jaxpde.fluxes import Frozen
 from jaxpde.schemes import (
     BandedStencil,
@@ -40,6 +40,7 @@ from jaxpde.schemes.semi_implicit import solve_diffusion_system
 
 from .helpers import (
     derivative_kernel,
+    few_examples,
     signals,
     stencil_matrix,
     thorough_param,
@@ -306,6 +307,140 @@ def test_banded_stencil_errors():
         BandedStencil(jnp.ones((3, 8)), False)(jnp.ones(7))
 
 
+# --- the operator protocol: adjoint, dense matrix, certified norm bound ------------------
+
+# Shapes from a small fixed set (each compiles programs of its own): (n, b, periodic) of a
+# band, (n, periodic) of an operator-dependent interpolation (even and odd n, wrapped).
+PROTOCOL_BANDS = [(7, 1, False), (12, 2, False), (7, 1, True), (12, 2, True), (5, 2, True)]
+PROTOCOL_INTERPOLATIONS = [(8, False), (9, False), (8, True), (12, True)]
+DTYPES = (np.float64, np.float32)
+
+
+def _band_matrix(diagonals: np.ndarray, periodic: bool) -> np.ndarray:
+    """A[i, i + d] = diagonals[d + b, i], modulo n when periodic, dropped outside otherwise."""
+    width, n = diagonals.shape
+    b = width // 2
+    A = np.zeros((n, n))
+    for d in range(-b, b + 1):
+        for i in range(n):
+            if periodic or 0 <= i + d < n:
+                A[i, (i + d) % n] += diagonals[d + b, i]
+    return A
+
+
+def _interpolation_matrix(weights: np.ndarray, n: int, periodic: bool) -> np.ndarray:
+    """P (n x nc): P[2I, I] = 1, P[2I + 1, I] = w^-_I, P[2I + 1, I + 1] = w^+_I (I + 1 modulo
+    nc when periodic; the last fine point of an odd n is coarse point nc - 1)."""
+    nc = n // 2 if periodic else (n + 1) // 2
+    P = np.zeros((n, nc))
+    for coarse in range(nc):
+        P[2 * coarse, coarse] = 1
+    for I in range(n // 2):
+        P[2 * I + 1, I] += weights[0, I]
+        P[2 * I + 1, (I + 1) % nc] += weights[1, I]
+    return P
+
+
+def _columns(op) -> np.ndarray:
+    """The dense matrix of `op`, column by column: op(e_j)."""
+    size = op.in_shape[0]
+    return np.stack([np.asarray(op(jnp.eye(size, dtype=jnp.float64)[j]), np.float64) for j in range(size)], axis=1)
+
+
+def _random_entries(data, shape, dtype) -> np.ndarray:
+    """Gaussian entries, or nonnegative ones (for which Schur's bound is nearly the norm), cast to
+    `dtype` (the reference is the float64 matrix of the cast values)."""
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
+    entries = rng.standard_normal(shape)
+    if data.draw(st.booleans(), label="nonnegative"):
+        entries = np.abs(entries)
+    return entries.astype(dtype)
+
+
+def _check_protocol(op, expected: np.ndarray, data, norm_bound=None):
+    """`op` against its dense matrix `expected` (float64): `as_matrix()` and the columns op(e_j)
+    equal it, `op.T` is its adjoint (<Ax, y> = <x, A^T y>, and the matrix of `op.T` is its
+    transpose), and `norm_bound()` (or `norm_bound(op)`) and `abs_norm_bound()` are at least the
+    largest singular values of A and |A|, up to the SVD's backward error only."""
+    rows, cols = expected.shape
+    assert op.in_shape == (cols,) and op.out_shape == (rows,)
+    assert op.T.in_shape == (rows,) and op.T.out_shape == (cols,)
+    np.testing.assert_array_equal(np.asarray(op.as_matrix(), np.float64), expected)
+    np.testing.assert_array_equal(_columns(op), expected)
+    np.testing.assert_array_equal(np.asarray(op.T.as_matrix(), np.float64), expected.T)
+    np.testing.assert_array_equal(_columns(op.T), expected.T)
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="vectors"))
+    x, y = rng.standard_normal(cols), rng.standard_normal(rows)
+    left = float(np.dot(np.asarray(op(jnp.asarray(x))), y))
+    right = float(np.dot(x, np.asarray(op.T(jnp.asarray(y)))))
+    scale = np.abs(expected).sum() * np.abs(x).max() * np.abs(y).max()
+    assert abs(left - right) <= TOL["atol"] * scale
+    slack = 1 + 8 * (rows + cols) * EPS / 2  # the backward error of the float64 SVD
+    sigma = np.linalg.svd(expected, compute_uv=False)[0]
+    sigma_abs = np.linalg.svd(np.abs(expected), compute_uv=False)[0]
+    bound = float(op.norm_bound() if norm_bound is None else norm_bound(op))
+    assert sigma <= bound * slack, (sigma, bound)
+    assert sigma_abs <= float(op.abs_norm_bound()) * slack
+    assert sigma <= float(op.T.norm_bound()) * slack
+
+
+@few_examples(10)
+@hypothesis.given(case=st.sampled_from(PROTOCOL_BANDS), dtype=st.sampled_from(DTYPES), data=st.data())
+def test_banded_stencil_is_an_operator_property(case, dtype, data):
+    """A random band (entries outside the signal included: the operator drops them) against its
+    dense matrix: `as_matrix()`, the adjoint `T` and the certified `norm_bound()`."""
+    n, b, periodic = case
+    diagonals = _random_entries(data, (2 * b + 1, n), dtype)
+    A = BandedStencil(jnp.asarray(diagonals), periodic)
+    assert isinstance(A, AbstractOperator) and A.row_length == 2 * b + 1
+    expected = _band_matrix(diagonals.astype(np.float64), periodic)
+    _check_protocol(A, expected, data)
+    # The adjoint's diagonals keep the band's conventions: zero outside when not periodic.
+    adjoint = np.asarray(A.T.diagonals, np.float64)
+    np.testing.assert_array_equal(adjoint, _diagonals(expected.T, b, periodic))
+
+
+@few_examples(10)
+@hypothesis.given(case=st.sampled_from(PROTOCOL_INTERPOLATIONS), dtype=st.sampled_from(DTYPES), data=st.data())
+def test_operator_interpolation_is_an_operator_property(case, dtype, data):
+    """Random weights (w^+ = 0 at the last fine point of an even non-periodic grid, as
+    `from_operator` gives) against the dense P: `as_matrix()`, the adjoint `T` (the
+    restriction P^T, whose adjoint is P again) and the certified `norm_bound()`."""
+    n, periodic = case
+    weights = _random_entries(data, (2, n // 2), dtype)
+    if not periodic and n % 2 == 0:
+        weights[1, -1] = 0
+    P = OperatorInterpolation(jnp.asarray(weights), n, periodic)
+    assert isinstance(P, AbstractOperator) and isinstance(P.T, AbstractOperator) and P.T.T is P
+    _check_protocol(P, _interpolation_matrix(weights.astype(np.float64), n, periodic), data)
+
+
+def _half_bound(op):
+    return op.norm_bound() / 2
+
+
+def test_protocol_check_catches_a_bound_too_small():
+    """A planted defect: half of the bound is below the norm of a nonnegative periodic band
+    (Schur's bound is its norm, the row sum) and of linear interpolation (norm sqrt 2, Schur's
+    sqrt(1 * 2)), and the property check fails on it; the true bounds are tight up to rounding."""
+    data = _FixedData()
+    A = BandedStencil(jnp.ones((5, 12)), True)
+    P = OperatorInterpolation(jnp.full((2, 6), 0.5), 12, True)
+    for op, expected, norm in [(A, _band_matrix(np.ones((5, 12)), True), 5.0),
+                               (P, _interpolation_matrix(np.full((2, 6), 0.5), 12, True), np.sqrt(2))]:
+        _check_protocol(op, expected, data)
+        assert float(op.norm_bound()) <= norm * (1 + 64 * EPS)
+        with pytest.raises(AssertionError):
+            _check_protocol(op, expected, data, norm_bound=_half_bound)
+
+
+class _FixedData:
+    """A stand-in for hypothesis' `data` outside `given`: always draws 0."""
+
+    def draw(self, strategy, label=None):
+        return 0
+
+
 # --- transfers ---------------------------------------------------------------------------
 
 
@@ -426,8 +561,8 @@ def _operator_transfers_all(cases):
     for diagonals, periodic in cases:
         A = BandedStencil(diagonals, periodic)
         P = OperatorInterpolation.from_operator(A)
-        R = jax.vmap(P.transpose, out_axes=1)(jnp.eye(A.n))
-        results.append((P.matrix(), R, P.galerkin(A).as_matrix()))
+        R = jax.vmap(P.T, out_axes=1)(jnp.eye(A.n))
+        results.append((P.as_matrix(), R, P.galerkin(A).as_matrix()))
     return results
 
 
@@ -440,7 +575,7 @@ def operator_results():
 
 @pytest.mark.parametrize("n, periodic", OPERATOR_CASES)
 def test_operator_interpolation_is_the_dense_construction(operator_results, n, periodic):
-    """P from its definition (Dendy's weights), `transpose` = P^T exactly, the Galerkin
+    """P from its definition (Dendy's weights), `P.T` = P^T exactly, the Galerkin
     operator (P^T / 2) A P (tridiagonal); the odd rows of A P vanish (P extends coarse values
     A-harmonically), so P^T A P is the Schur complement of A on the even points."""
     A = _operator_case(n, periodic)

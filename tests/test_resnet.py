@@ -20,10 +20,9 @@ from jaxpde.nn import (
     ResNet,
     flux_magnitudes,
     parameter_count,
-    stability_certificate,
-    train,
 )
-from jaxpde.verify import certify_callable
+from jaxpde.training import train
+from jaxpde.verify import certify_callable, stability_certificate
 
 from .helpers import few_examples, spectral_norm_svd, stencil_matrix, tolerance
 

@@ -14,16 +14,44 @@ from .helpers import assert_certified
 BUDGET = Budget(samples=5, depth=2, sizes=(16,), name="test-schemes", restarts=8, steps=20)
 
 
+COMPILED: dict[str, list[str]] = {}  # phase -> names of the programs XLA compiled in it
+_PHASE: list[str] = []
+
+
+def _count_compilation(event: str, duration: float, *, fun_name: str = "", **kwargs) -> None:
+    del duration, kwargs
+    if event == "/jax/core/compile/backend_compile_duration" and _PHASE:
+        COMPILED.setdefault(_PHASE[-1], []).append(fun_name)
+
+
+jax.monitoring.register_event_duration_secs_listener(_count_compilation)
+
+
 @pytest.fixture(scope="module")
 def certificates() -> dict:
     budget = BUDGET
-    warm_up(budget, workers=2, parts=("schemes",))
-    return {c.claim_id: c for c in check_all(SCHEME_CLAIMS, jax.random.key(1), budget, workers=2)}
+    _PHASE.append("warm-up")
+    try:
+        warm_up(budget, workers=2, parts=("schemes",))
+        _PHASE.append("claims")
+        return {c.claim_id: c for c in check_all(SCHEME_CLAIMS, jax.random.key(1), budget, workers=2)}
+    finally:
+        _PHASE.clear()
 
 
 @pytest.mark.parametrize("claim", SCHEME_CLAIMS, ids=[c.id for c in SCHEME_CLAIMS])
 def test_scheme_claim_certified(claim, certificates):
     assert_certified(claim, certificates[claim.id])
+
+
+def test_warm_up_compiles_the_scheme_programs_that_the_claims_then_run(certificates):
+    """`warm_up` compiles the scheme programs ahead of time (`schemes.compile_run`: the
+    sampled measurement of every scheme kind, the falsifier where it searches) without
+    running them, and the claims, checked afterwards in parallel threads, find them compiled."""
+    warmed = COMPILED.get("warm-up", [])
+    assert "jit(measure)" in warmed or not COMPILED.get("claims")  # compiled here (unless an earlier test did)
+    again = [name for name in COMPILED.get("claims", []) if name == "jit(measure)"]
+    assert again == [], f"the scheme claims compiled `schemes.measure` again: {again}"
 
 
 # A wrong solver must make each stability claim "violated": the ratio

@@ -16,8 +16,14 @@ import pytest
 
 import jaxpde
 from jaxpde import Derivative, DiffusionBlock, Stencil, fluxes, stable_step_size
-from jaxpde.nn import DiffusionResNet, stability_certificate
-from jaxpde.verify import Certificate, certify_callable, markdown_report, markdown_table
+from jaxpde.nn import DiffusionResNet
+from jaxpde.verify import (
+    Certificate,
+    certify_callable,
+    markdown_report,
+    markdown_table,
+    stability_certificate,
+)
 from jaxpde.verify.hypotheses import check_flux, check_operator
 
 N = 16

@@ -101,7 +101,7 @@ def warm_up(
     for the "explicit" part the padded evaluation of the random samples on signals
     (`sampling.evaluate_cases`) and the falsifier's program for every objective of
     `SIGNAL_OBJECTIVES`; for "images" the same two on images (objective "gain"); for
-    "schemes" the scheme programs (cycles, implicit steps; each is also run once). XLA
+    "schemes" the scheme programs (cycles, implicit steps), compiled ahead of time without running. XLA
     compiles outside the GIL, so this shortens `jaxpde certify` on several cores, and
     claims that run in parallel afterwards do not compile the same program twice (compile
     with the `devices` the claims will use). Returns the number of programs prepared."""
@@ -117,7 +117,7 @@ def warm_up(
         rng = np.random.default_rng(0)
         fluxes = [sampling.random_fluxes(rng) for _ in ops]
         taus = np.array([[float(stable_step_size(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])
-        schemes.run(rng, ops, fluxes, taus, kind, budget, coefficients=coefficients, search=kind != "implicit-fixed-point")
+        schemes.compile_run(ops, fluxes, taus, kind, budget, coefficients=coefficients, search=kind != "implicit-fixed-point")
 
     def compile_evaluate(family):
         rng = np.random.default_rng(0)

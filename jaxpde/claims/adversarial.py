@@ -21,9 +21,9 @@ from ..operators import AbstractOperator
 from ..sharding import sharded_vmap
 from ..verify.certificate import FalsifierOutcome
 from ..verify.energy import l2_norm
-from ..verify.falsify import _search, to_sphere
+from ..verify.falsify import adam_search, to_sphere
 from . import sampling
-from .sampling import CONVEX_FUNCTIONS, _convex_sums, _SelectedFlux, flux_scale
+from .sampling import CONVEX_FUNCTIONS, SelectedFlux, convex_sums, flux_scale
 
 # What is maximised, for one step f(u) = u - tau K^T Phi(K u):
 OBJECTIVES = {
@@ -129,7 +129,7 @@ def _objective(name: str, flux, matrix, mask, case):
         scale = scale_of(u)
         low = jnp.min(jnp.where(mask > 0, u, big))
         # Padded entries contribute r(0) to both sums, which cancels.
-        change = _convex_sums(fu, scale, low) - _convex_sums(u, scale, low)
+        change = convex_sums(fu, scale, low) - convex_sums(u, scale, low)
         return jnp.max(jnp.where(case["convex_mask"] > 0, change, -jnp.inf)) / jnp.sum(mask)
 
     def operator(u, v, fu, fv):
@@ -145,7 +145,8 @@ def _objective(name: str, flux, matrix, mask, case):
     return functions[name]
 
 
-def _log_uniform(key: PRNGKeyArray, count: int, bounds: tuple[float, float], dtype) -> Array:
+def log_uniform(key: PRNGKeyArray, count: int, bounds: tuple[float, float], dtype) -> Array:
+    """`count` values drawn log-uniformly from `bounds = (low, high)`."""
     exponents = jax.random.uniform(key, (count,), dtype, np.log(bounds[0]), np.log(bounds[1]))
     return jnp.exp(exponents)
 
@@ -164,7 +165,7 @@ def attack(
     keys = jax.random.split(key, (count, flux_count))
 
     def one(matrix, mask, case_fluxes, case, index, key):
-        flux = _SelectedFlux(case_fluxes, index)
+        flux = SelectedFlux(case_fluxes, index)
 
         def block(u):
             return u - case["tau"] * (matrix.T @ flux(matrix @ u))
@@ -185,9 +186,9 @@ def attack(
         keys = jax.random.split(key, 4)
         directions = jax.random.normal(keys[0], (restarts, size), matrix.dtype)
         offsets = jax.random.normal(keys[1], (restarts, size), matrix.dtype)
-        radius = case["scale"] * _log_uniform(keys[2], restarts, RADII, matrix.dtype)
-        distance = radius * _log_uniform(keys[3], restarts, DISTANCES, matrix.dtype)
-        found = _search(
+        radius = case["scale"] * log_uniform(keys[2], restarts, RADII, matrix.dtype)
+        distance = radius * log_uniform(keys[3], restarts, DISTANCES, matrix.dtype)
+        found = adam_search(
             violation, (directions, offsets), (radius, distance),
             lambda pair, c: (project(pair[0]), project(pair[1])), steps, learning_rate,
         )

@@ -7,7 +7,7 @@ import numpy as np
 
 from ..operators import BOUNDARIES, Derivative, Stencil
 from ..verify.certificate import CaseResult
-from ..verify.spectral import spectral_norm
+from ..verify.spectral import spectral_norm, symbol_norm_bound
 from . import adversarial
 from .registry import Budget, Claim, Evidence
 from .sampling import ORDERS, numpy_rng
@@ -129,8 +129,6 @@ def _large_cases(rng: np.random.Generator, eps: float) -> tuple[list[CaseResult]
     """Upper bounds against the dense SVD at n up to 512: `spectral_norm`'s symbol / toeplitz
     bound (`symbol_norm_bound`) and `Stencil.norm_bound()` (capped by Schur's bound), for
     Gaussian, nonnegative and nearly cancelling kernels, one and several channels."""
-    from ..verify.spectral import symbol_norm_bound
-
     cases, slack = [], {}
     gaussian = rng.standard_normal(3)
     cancelling = np.array([1.0, -2.0, 1.0]) + 1e-3 * rng.standard_normal(3)

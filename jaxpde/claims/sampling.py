@@ -32,7 +32,7 @@ from ..operators import BOUNDARIES, AbstractOperator, Derivative, Matrix, Stenci
 from ..operators2d import Gradient, GradientAdjoint, Stencil2D
 from ..sharding import sharded_vmap
 from ..verify.energy import l2_norm, variance
-from ..verify.spectral import _power_iterate, power_iteration
+from ..verify.spectral import power_iterate, power_iteration
 
 ORDERS = (1, 2, 3)
 SIGNAL_KINDS = ("gaussian", "alternating", "random-walk", "piecewise-constant", "top-singular")
@@ -214,7 +214,7 @@ class Measurements(eqx.Module):
     convex_increase: Array
 
 
-class _SelectedFlux(AbstractFlux):
+class SelectedFlux(AbstractFlux):
     """The flux `fluxes[index]` with a traced `index`: one program serves all flux
     classes (under `vmap` the switch evaluates every branch and selects)."""
 
@@ -237,7 +237,7 @@ class _SelectedFlux(AbstractFlux):
         return jax.lax.switch(self.index, branches, s)
 
 
-def _convex_sums(v: Array, scale: Array, low: Array) -> Array:
+def convex_sums(v: Array, scale: Array, low: Array) -> Array:
     """$\\sum_i r(v_i)$ for the functions `CONVEX_FUNCTIONS` (shape `(R,)`)."""
     x = v / scale
     y = 2 + (v - low) / scale
@@ -282,7 +282,7 @@ def evaluate(
     abs_norm = op.abs_norm_bound()
 
     def run(index, row, fraction):
-        flux = _SelectedFlux(fluxes, index)
+        flux = SelectedFlux(fluxes, index)
         # Set tau with tree_at: a traced tau in __init__ would add a runtime check
         # (a host callback), which costs compile time and blocks the compilation cache.
         placeholder = DiffusionBlock(op, flux, 1.0, allow_unstable=True)
@@ -297,7 +297,7 @@ def evaluate(
         def body(v, _):
             w = block(v)
             slopes = jax.vmap(jax.grad(flux))(op(w).reshape(-1))
-            monitors = (energy(w), variance(w), _convex_sums(w, scale, start))
+            monitors = (energy(w), variance(w), convex_sums(w, scale, start))
             return w, (l2_norm(w), jnp.mean(w), jnp.max(w), jnp.min(w), jnp.mean(slopes < 0), *monitors)
 
         _, (norms, means, highs, lows, shares, energies, variances, sums) = jax.lax.scan(body, u, length=depth)
@@ -313,7 +313,7 @@ def evaluate(
             jnp.mean(shares),
             _largest_increase(energy(u), energies) / (sectors[index] * abs_norm**2 * norm2),
             _largest_increase(variance(u), variances) / norm2,
-            _largest_increase(_convex_sums(u, scale, start), sums) / u.size,
+            _largest_increase(convex_sums(u, scale, start), sums) / u.size,
         )
 
     batch = amplitudes.shape[1]
@@ -414,7 +414,7 @@ def chunks(count: int, chunk: int = CASE_CHUNK) -> list[np.ndarray]:
 
 
 def _masked_convex_sums(v: Array, mask: Array, scale: Array, low: Array) -> Array:
-    """`_convex_sums` over the entries where `mask` is 1."""
+    """`convex_sums` over the entries where `mask` is 1."""
     x = v / scale
     y = 2 + (v - low) / scale
     terms = jnp.stack([x * x, jnp.abs(x), jnp.exp(x), y * jnp.log(jnp.where(mask > 0, y, 1.0))])
@@ -449,7 +449,7 @@ def evaluate_cases(
         op = Matrix(matrix)
         size = jnp.sum(mask)
         start = jax.random.normal(key, mask.shape, matrix.dtype) * mask
-        lower, vector = _power_iterate(op, op.T, start / l2_norm(start), POWER_ITERATIONS)
+        lower, vector = power_iterate(op, op.T, start / l2_norm(start), POWER_ITERATIONS)
         top = vector / jnp.sqrt(jnp.sum(vector**2) / size)
         count = amps.shape[0]
         nu = jnp.where(flags > 0, lower, upper)
@@ -460,7 +460,7 @@ def evaluate_cases(
         big = jnp.inf
 
         def run(index, u, fraction):
-            flux = _SelectedFlux(case_fluxes, index)
+            flux = SelectedFlux(case_fluxes, index)
             placeholder = DiffusionBlock(op, flux, 1.0, allow_unstable=True)
             block = eqx.tree_at(lambda b: b.tau, placeholder, fraction * taus[index])
             scale = jnp.max(jnp.abs(u))

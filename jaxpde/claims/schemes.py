@@ -29,17 +29,17 @@ from ..operators import Matrix
 from ..schemes.cycle import three_term_cycle
 from ..schemes.implicit import ImplicitScheme, implicit_residual
 from ..schemes.semi_implicit import (
-    _inverse_cholesky_factor,
     cholesky_solve,
     condition_bound,
     default_rtol,
+    inverse_cholesky_factor,
 )
 from ..sharding import sharded_vmap
 from ..verify.energy import l2_norm
-from ..verify.falsify import _search, to_sphere
+from ..verify.falsify import adam_search, to_sphere
 from . import adversarial, sampling
-from .adversarial import RADII, Attack, Cases, _log_uniform
-from .sampling import _SelectedFlux
+from .adversarial import RADII, Attack, Cases, log_uniform
+from .sampling import SelectedFlux
 
 KINDS = ("cycle", "semi-implicit", "implicit", "implicit-search", "implicit-fixed-point")
 # Lagged-diffusivity iterates at which the falsifier evaluates the implicit step's bound.
@@ -51,6 +51,7 @@ STEP_LENGTHS = (1.0, 0.5, 0.25)
 # Iterations for the samples that miss the tolerance after `IMPLICIT_ITERATIONS`: `run`
 # gathers them on the host and solves them again in small batches, with each count in turn.
 STRAGGLER_ITERATIONS = (64, 512)
+STRAGGLER_CHUNK = 16
 # The largest contraction factor q = tau Lip ||K||^2 at which the fixed-point claim runs,
 # and the iterations that then suffice for the default tolerance rtol = 1000 eps:
 # the residual after k iterations is at most q^(k+1) ||u||, so k = ceil(log(rtol) / log(q)).
@@ -58,7 +59,7 @@ LARGEST_CONTRACTION = 0.9
 FIXED_POINT_ITERATIONS = math.ceil(math.log(1000 * float(np.finfo(np.float64).eps)) / math.log(LARGEST_CONTRACTION))
 
 
-def newton_or_lagged(op: Matrix, flux, tau: Array, u: Array, iterations: int | None = None):
+def newton_or_lagged(op: Matrix, flux, tau: Array, u: Array, iterations: int | Array | None = None):
     r"""A solution of the implicit step $v = u - \tau K^\top\Phi(Kv)$ for a dense `op`, in a
     fixed number of `iterations` (`None`: `IMPLICIT_ITERATIONS`; no loop waits for the
     slowest member of a batch: `run` re-solves the samples that miss the tolerance with
@@ -113,8 +114,8 @@ def newton_or_lagged(op: Matrix, flux, tau: Array, u: Array, iterations: int | N
 
     s = op(u)
     start = cholesky_solve(system(flux.diffusivity(s * s)), u)
-    length = IMPLICIT_ITERATIONS if iterations is None else iterations
-    (_, v, norm), _ = jax.lax.scan(body, (start, start, l2_norm(residual(start))), length=length)
+    length = IMPLICIT_ITERATIONS if iterations is None else iterations  # may be traced (one program for all counts)
+    _, v, norm = jax.lax.fori_loop(0, length, lambda _, carry: body(carry, None)[0], (start, start, l2_norm(residual(start))))
     return v, norm
 
 
@@ -138,7 +139,7 @@ def _solve_factored(system, inverse, rhs):
 
 def _dense_semi_implicit_fwd(matrix, g, tau, u):
     system = jnp.eye(matrix.shape[1], dtype=u.dtype) + tau * (matrix.T * g[None, :]) @ matrix
-    inverse = _inverse_cholesky_factor(system)
+    inverse = inverse_cholesky_factor(system)
     v = _solve_factored(system, inverse, u)
     return v, (matrix, g, tau, system, inverse, v)
 
@@ -161,7 +162,7 @@ def stated_tolerance(op, flux, tau: Array, dtype) -> Array:
     return default_rtol(dtype, condition_bound(op, flux.sector_bound(), tau.astype(dtype)))
 
 
-def scheme_map(kind: str, matrix: Array, flux, tau: Array, coefficients=None, iterations: int | None = None):
+def scheme_map(kind: str, matrix: Array, flux, tau: Array, coefficients=None, iterations: int | Array | None = None):
     """The map $u \\mapsto (v, \\|r\\|)$ of scheme `kind` with $K$ = `matrix`. For "cycle",
     `coefficients` = (extrapolation, step fractions, frozen) of `three_term_cycle`: the
     arrays are traced, so that one program serves FSI and FED cycles of every length
@@ -231,7 +232,7 @@ class SchemeMeasurements(eqx.Module):
 def _measure_one(kind, coefficients, depth, iterations, matrix, case_fluxes, index, tau, u):
     # One sample: `depth` applications of the scheme from `u`; (largest ratio, largest
     # ||r|| / ||u||, largest ||r|| / (rtol ||u||)).
-    flux = _SelectedFlux(case_fluxes, index)
+    flux = SelectedFlux(case_fluxes, index)
     step = scheme_map(kind, matrix, flux, tau, coefficients, iterations)
     rtol = stated_tolerance(Matrix(matrix), flux, tau, u.dtype)
 
@@ -245,8 +246,9 @@ def _measure_one(kind, coefficients, depth, iterations, matrix, case_fluxes, ind
 
 
 @eqx.filter_jit
-def _measure_samples(matrices, fluxes, indices, taus, signals, kind: str, depth: int, iterations: int):
-    # `_measure_one` over a flat batch of samples (leading axis S of every argument).
+def _measure_samples(matrices, fluxes, indices, taus, signals, kind: str, depth: int, iterations: Array):
+    # `_measure_one` over a flat batch of samples (leading axis S of every argument);
+    # `iterations` is traced, so that every count of `STRAGGLER_ITERATIONS` runs one program.
     return jax.vmap(lambda *a: _measure_one(kind, None, depth, iterations, *a))(matrices, fluxes, indices, taus, signals)
 
 
@@ -254,8 +256,8 @@ def resolve_stragglers(cases: Cases, signals, taus, sampled: SchemeMeasurements,
     """Solve again the "implicit" samples whose residual missed the tolerance (`excess`
     not at most 1, NaN included) in the fixed-count batch, with each iteration count of
     `STRAGGLER_ITERATIONS` in turn for those still missing it: they are gathered on the
-    host into one small batch (padded to a power of two), so the large batch never waits
-    for its slowest member. A re-solve replaces the sample's residuals; its ratio is the
+    host into batches of `STRAGGLER_CHUNK` (one program for every count and batch), so the
+    large batch never waits for its slowest member. A re-solve replaces the sample's residuals; its ratio is the
     larger of the solves' (item 1 holds for every iterate). Returns the updated
     measurements (NumPy, `resolved` = the samples solved again) and that number."""
     ratios, residuals, excesses = (np.array(x) for x in (sampled.ratio, sampled.residual, sampled.excess))
@@ -266,14 +268,15 @@ def resolve_stragglers(cases: Cases, signals, taus, sampled: SchemeMeasurements,
         if count == 0:
             break
         resolved = resolved or count
-        padded = 1 << (count - 1).bit_length()
-        pick = np.concatenate([np.arange(count), np.zeros(padded - count, int)])
-        rows = c[pick]
-        fluxes = jax.tree.map(lambda x, rows=rows: np.asarray(x)[rows], cases.fluxes)
-        ratio, residual, excess = jax.tree.map(np.asarray, _measure_samples(
-            np.asarray(cases.matrices)[rows], fluxes, f[pick], np.asarray(taus)[c, f, b][pick],
-            np.asarray(signals)[c, f, b][pick], "implicit", depth, iterations,
-        ))
+        parts = []
+        for pick in sampling.chunks(count, STRAGGLER_CHUNK):
+            rows = c[pick]
+            fluxes = jax.tree.map(lambda x, rows=rows: np.asarray(x)[rows], cases.fluxes)
+            parts.append(jax.tree.map(np.asarray, _measure_samples(
+                np.asarray(cases.matrices)[rows], fluxes, f[pick], np.asarray(taus)[c, f, b][pick],
+                np.asarray(signals)[c, f, b][pick], "implicit", depth, np.int32(iterations),
+            )))
+        ratio, residual, excess = (np.concatenate(x) for x in zip(*parts))
         at = (c, f, b)
         ratios[at] = np.fmax(ratios[at], ratio[:count])
         residuals[at], excesses[at] = residual[:count], excess[:count]
@@ -315,7 +318,7 @@ def attack(
     keys = jax.random.split(key, (count, flux_count))
 
     def one(matrix, mask, case_fluxes, index, tau, scale, key):
-        step = scheme_map(kind, matrix, _SelectedFlux(case_fluxes, index), tau, coefficients)
+        step = scheme_map(kind, matrix, SelectedFlux(case_fluxes, index), tau, coefficients)
 
         def violation(z, radius):
             u = to_sphere(z * mask, radius)
@@ -324,8 +327,8 @@ def attack(
 
         keys = jax.random.split(key, 2)
         directions = jax.random.normal(keys[0], (restarts, size), matrix.dtype)
-        radius = scale * _log_uniform(keys[1], restarts, RADII, matrix.dtype)
-        found = _search(
+        radius = scale * log_uniform(keys[1], restarts, RADII, matrix.dtype)
+        found = adam_search(
             violation, directions, radius, lambda z, r: to_sphere(z * mask, jnp.sqrt(jnp.sum(mask))), steps, 0.05
         )
         witness = to_sphere(found.witness * mask, radius[jnp.argmax(found.per_restart)])
@@ -372,6 +375,20 @@ def padded_signals(rng: np.random.Generator, ops, fluxes, samples: int):
     return out
 
 
+def _inputs(rng: np.random.Generator, ops, fluxes, taus, budget, coefficients, smallest_fraction: float):
+    # The arrays of `run`: stacked cases, padded signals, step fractions, the cycle's
+    # coefficients as device arrays, and the falsifier's key.
+    signals = padded_signals(rng, ops, fluxes, budget.samples)
+    fractions = smallest_fraction ** rng.uniform(0.0, 1.0, signals.shape[:3])
+    fractions[..., ::4] = 1.0
+    cases = adversarial.stack_cases(ops, fluxes, taus)
+    if coefficients is not None:
+        extrapolation, step_fractions, frozen = coefficients
+        coefficients = (*jax.device_put((np.asarray(extrapolation), np.asarray(step_fractions))), bool(frozen))
+    key = jax.random.wrap_key_data(rng.integers(2**32, size=2, dtype=np.uint32))
+    return cases, signals, fractions, coefficients, key
+
+
 def run(
     rng: np.random.Generator, ops, fluxes, taus, kind: str, budget, *, coefficients=None, smallest_fraction: float = 0.05,
     search: bool = True,
@@ -382,16 +399,9 @@ def run(
     falsifier's witness is measured as one more sample (last along `B`, at `taus`), so
     that its ratio and its residual are those of the scheme's own solve.
     Returns `(SchemeMeasurements, Attack)` as NumPy arrays."""
-    signals = padded_signals(rng, ops, fluxes, budget.samples)
-    fractions = smallest_fraction ** rng.uniform(0.0, 1.0, signals.shape[:3])
-    fractions[..., ::4] = 1.0
-    cases = adversarial.stack_cases(ops, fluxes, taus)
-    if coefficients is not None:
-        extrapolation, step_fractions, frozen = coefficients
-        coefficients = (*jax.device_put((np.asarray(extrapolation), np.asarray(step_fractions))), bool(frozen))
+    cases, signals, fractions, coefficients, key = _inputs(rng, ops, fluxes, taus, budget, coefficients, smallest_fraction)
     found = None
     if search:
-        key = jax.random.wrap_key_data(rng.integers(2**32, size=2, dtype=np.uint32))
         found = jax.tree.map(np.asarray, attack(cases, key, kind, coefficients, budget.restarts, budget.steps))
         signals = np.concatenate([signals, found.witness[0][:, :, None, :]], axis=2)
         fractions = np.concatenate([fractions, np.ones(fractions.shape[:2] + (1,))], axis=2)
@@ -400,3 +410,18 @@ def run(
     if kind == "implicit":
         sampled, _ = resolve_stragglers(cases, signals, steps, sampled, budget.depth)
     return sampled, found
+
+
+def compile_run(ops, fluxes, taus, kind: str, budget, *, coefficients=None, search: bool = True) -> None:
+    """Compile, without running them, the programs that `run` calls with these arguments
+    (AOT: `lower(...).compile()` fills the same cache as a call), so that claims sharing
+    them in other threads find them compiled. The stragglers' re-solves of "implicit"
+    compile on first use."""
+    rng = np.random.default_rng(0)
+    cases, signals, fractions, coefficients, key = _inputs(rng, ops, fluxes, taus, budget, coefficients, 0.05)
+    if search:
+        attack.lower(cases, key, kind, coefficients, budget.restarts, budget.steps).compile()
+        signals = np.concatenate([signals, signals[:, :, :1]], axis=2)
+        fractions = np.concatenate([fractions, fractions[:, :, :1]], axis=2)
+    steps = np.asarray(taus)[..., None] * fractions
+    measure.lower(cases, signals, steps, kind, coefficients, budget.depth).compile()

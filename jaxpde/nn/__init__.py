@@ -11,23 +11,18 @@
   trainable transfers and smoothers, contracting for every parameter value
   (arXiv:2103.15419, Section 6).
 
-`train` fits any of them with optax on the `jaxpde.denoising` task and checks
-`stability_certificate` (the theorem's hypotheses on the current numbers) after every epoch.
+Their stability certificates (`jaxpde.verify.stability_certificate`) and training with a
+certificate after every epoch (`jaxpde.training.train`) build on `jaxpde.verify`, a layer
+above this one.
 """
 
 from ._common import BlockStack as BlockStack
 from ._common import flux_magnitudes as flux_magnitudes
 from ._common import parameter_count as parameter_count
-from .certificate import StabilityCertificate as StabilityCertificate
-from .certificate import stability_certificate as stability_certificate
 from .extrapolation import ExtrapolationNetwork as ExtrapolationNetwork
 from .recurrent import RecurrentImplicitBlock as RecurrentImplicitBlock
 from .resnet import DiffusionResNet as DiffusionResNet
 from .resnet import ResNet as ResNet
-from .training import EpochRecord as EpochRecord
-from .training import evaluate as evaluate
-from .training import mse_loss as mse_loss
-from .training import train as train
 from .unet import MultigridUNet as MultigridUNet
 from .unet import energy_factor as energy_factor
 from .unet import random_systems as random_systems

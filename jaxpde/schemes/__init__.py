@@ -27,6 +27,7 @@ from .multigrid import Multigrid as Multigrid
 from .multigrid import MultigridHierarchy as MultigridHierarchy
 from .multigrid import MultigridSolution as MultigridSolution
 from .multigrid import OperatorInterpolation as OperatorInterpolation
+from .multigrid import OperatorRestriction as OperatorRestriction
 from .multigrid import diffusion_stencil as diffusion_stencil
 from .multigrid import energy_norm as energy_norm
 from .multigrid import error_propagation as error_propagation

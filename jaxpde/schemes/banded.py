@@ -6,6 +6,10 @@ signal, $(A x)_i = \sum_{d=-b}^{b} a_{d,i}\, x_{i+d}$, with indices taken modulo
 $I + \tau K^\top G K$ of an $m$-tap stencil $K$ has bandwidth $b = m - 1$, and so do its
 Galerkin coarse operators (`jaxpde.schemes.multigrid`): every level is a convolution.
 
+`BandedStencil` is an `AbstractOperator`: its adjoint `A.T` is the banded stencil of
+$A^\top$, and `norm_bound()` is Schur's bound $\sqrt{R\,C}$ from the largest absolute
+row and column sums (`schur_norm_bound`).
+
 Reference: arXiv:2103.15419, Section 6 (multigrid as a U-net).
 """
 
@@ -16,7 +20,9 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._bounds import schur_norm_bound
 from .._checks import check_signal
+from ..operators import AbstractOperator
 
 
 def probe_count(n: int, bandwidth: int, periodic: bool) -> int:
@@ -30,7 +36,7 @@ def probe_count(n: int, bandwidth: int, periodic: bool) -> int:
     return next(p for p in range(width, n + 1) if n % p == 0) if n >= width else n
 
 
-class BandedStencil(eqx.Module):
+class BandedStencil(AbstractOperator):
     r"""A square banded matrix by diagonals: `diagonals[d + b, i]` $= A_{i,\, i + d}$.
 
     **Arguments:**
@@ -62,6 +68,18 @@ class BandedStencil(eqx.Module):
         return self.diagonals.shape[1]
 
     @property
+    def in_shape(self) -> tuple[int, ...]:
+        return (self.n,)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.n,)
+
+    @property
+    def row_length(self) -> int:
+        return 2 * self.bandwidth + 1
+
+    @property
     def diagonal(self) -> Float[Array, " n"]:
         """The main diagonal $a_{0,i}$."""
         return self.diagonals[self.bandwidth]
@@ -80,6 +98,43 @@ class BandedStencil(eqx.Module):
         # stacked (2b + 1, n) array is an order of magnitude slower.
         products = [diagonals[j] * shifted for j, shifted in enumerate(self.shifted(x))]
         return sum(products[1:], start=products[0])
+
+    def _inside(self) -> Float[Array, "width n"]:
+        """`diagonals` with the entries whose column falls outside $[0, n)$ set to zero
+        (none when periodic): the entries that `__call__` applies."""
+        if self.periodic:
+            return self.diagonals
+        b, n = self.bandwidth, self.n
+        columns = jnp.arange(n)[None, :] + jnp.arange(-b, b + 1)[:, None]
+        return jnp.where((columns >= 0) & (columns < n), self.diagonals, 0)
+
+    @property
+    def T(self) -> "BandedStencil":
+        r"""The adjoint $A^\top$: $(A^\top)_{i,\, i+d} = A_{i+d,\, i}$, i.e. diagonal $d$ of
+        $A^\top$ is diagonal $-d$ of $A$ shifted by $d$ (exact: the entries only move)."""
+        b = self.bandwidth
+        inside = self._inside()
+        # Row d + b of the adjoint at i reads row b - d at i + d (modulo n); on a band that
+        # does not wrap, the entries rolled around are the ones outside, zero in `inside`.
+        return BandedStencil(jnp.stack([jnp.roll(inside[b - d], -d) for d in range(-b, b + 1)]), self.periodic)
+
+    def norm_bound(self) -> Float[Array, ""]:
+        r"""Schur's bound $\sqrt{R\,C}$ of $\|A\|_2$ (`abs_norm_bound`): $R$, $C$ the largest
+        absolute row and column sums, $2b + 1$ terms each; rounded up, so certified."""
+        return self.abs_norm_bound()
+
+    def abs_norm_bound(self) -> Float[Array, ""]:
+        r"""$\sqrt{R\,C}$ with $R = \max_i \sum_d |a_{d,i}|$ and $C = \max_j \sum_d |a_{d,j-d}|$,
+        rounded up (`schur_norm_bound`): an upper bound of $\||A|\|_2$ and of $\|A\|_2$."""
+        b = self.bandwidth
+        magnitudes = jnp.abs(self._inside())
+        # Column j of diagonal d holds entry (j - d, j): roll row d + b by d (the entries rolled
+        # around a band that does not wrap are zero).
+        rows = [magnitudes[d + b] for d in range(-b, b + 1)]
+        columns = [jnp.roll(magnitudes[d + b], d) for d in range(-b, b + 1)]
+        row_sums = sum(rows[1:], start=rows[0])
+        column_sums = sum(columns[1:], start=columns[0])
+        return schur_norm_bound(row_sums, column_sums, 2 * b + 1, 2 * b + 1)
 
     def as_matrix(self) -> Float[Array, "n n"]:
         """The dense matrix (for tests, small sizes and the coarsest level)."""

@@ -31,6 +31,7 @@ import jax.numpy as jnp
 import lineax as lx
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from .._bounds import l2_norm
 from .._checks import (
     check_int,
     check_rtol,
@@ -41,7 +42,6 @@ from .._checks import (
 from ..blocks import check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator
-from ..verify.energy import l2_norm
 from .rollout import rollout
 from .semi_implicit import (
     condition_bound,

@@ -41,11 +41,11 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from .._bounds import l2_norm
 from .._checks import as_float_array, check_int, check_rtol, check_signal
 from ..fluxes import Frozen, Linear
 from ..operators import AbstractOperator, Derivative, Stencil
-from ..verify.energy import l2_norm
-from .banded import BandedStencil
+from .banded import BandedStencil, schur_norm_bound
 
 # Prolongation kernels (transposed convolutions with stride 2): interpolation of order 2
 # and 4. Fourth-order problems need the cubic one (the orders of the transfers must
@@ -144,7 +144,7 @@ def galerkin(A: BandedStencil, prolongation: Float[Array, " taps"], coarse_n: in
     return BandedStencil.from_matvec(matvec, coarse_n, bandwidth, A.periodic, A.diagonals.dtype)
 
 
-class OperatorInterpolation(eqx.Module):
+class OperatorInterpolation(AbstractOperator):
     r"""Operator-dependent interpolation (black-box multigrid) from the coarse grid to the
     $n$ points of a tridiagonal system $A$: coarse point $I$ sits at fine point $2I$ and
 
@@ -157,7 +157,9 @@ class OperatorInterpolation(eqx.Module):
     complement of $A$ on the even points, and the cycle follows jumps of the diffusivity
     that fixed kernels smear out (with red-black Gauss-Seidel, $\theta = 1/2$, a V-cycle is
     cyclic reduction: exact up to rounding). The even rows are the identity, so $P$ is
-    injective and the Galerkin levels stay symmetric positive definite.
+    injective and the Galerkin levels stay symmetric positive definite. An
+    `AbstractOperator` from $n_c$ to $n$ points; its adjoint `P.T` is the
+    `OperatorRestriction` $P^\top$.
 
     **Arguments:**
 
@@ -176,6 +178,19 @@ class OperatorInterpolation(eqx.Module):
     def coarse_n(self) -> int:
         return coarse_size(self.n, self.periodic)
 
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return (self.coarse_n,)
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return (self.n,)
+
+    @property
+    def row_length(self) -> int:
+        # A row of P holds at most 2 entries, a row of P^T (a column of P) at most 3.
+        return 3
+
     @classmethod
     def from_operator(cls, A: BandedStencil) -> "OperatorInterpolation":
         """The interpolation of the tridiagonal `A` (a `ValueError` for a wider band)."""
@@ -191,29 +206,90 @@ class OperatorInterpolation(eqx.Module):
 
     def __call__(self, coarse: Float[Array, " nc"]) -> Float[Array, " n"]:
         """$P x$."""
+        check_signal("coarse", coarse, self.in_shape)
         odd = self.n // 2
         weights = self.weights.astype(coarse.dtype)
         values = weights[0] * coarse[:odd] + weights[1] * jnp.roll(coarse, -1)[:odd]
         fine = jnp.stack([coarse[:odd], values], axis=-1).reshape(-1)
         return jnp.concatenate([fine, coarse[odd:]]) if self.n % 2 else fine
 
-    def transpose(self, fine: Float[Array, " n"]) -> Float[Array, " nc"]:
-        """$P^\top y$ (the exact adjoint of `__call__`)."""
-        weights = self.weights.astype(fine.dtype)
-        values, pad = fine[1::2], (0, self.coarse_n - self.n // 2)
-        left, right = jnp.pad(weights[0] * values, pad), jnp.pad(weights[1] * values, pad)
-        return fine[0::2] + left + jnp.roll(right, 1)
+    @property
+    def T(self) -> "OperatorRestriction":
+        r"""$P^\top$, as an operator of its own."""
+        return OperatorRestriction(self)
 
-    def matrix(self) -> Float[Array, "n nc"]:
+    def norm_bound(self) -> Float[Array, ""]:
+        r"""Schur's bound $\sqrt{R\,C}$ of $\|P\|_2$ (`abs_norm_bound`), rounded up."""
+        return self.abs_norm_bound()
+
+    def abs_norm_bound(self) -> Float[Array, ""]:
+        r"""$\sqrt{R\,C}$ with the row sums $R = \max(1, \max_I |w^-_I| + |w^+_I|)$ (2 terms) and
+        the column sums $C = \max_I 1 + |w^-_I| + |w^+_{I-1}|$ (3 terms), rounded up
+        (`jaxpde.schemes.banded.schur_norm_bound`)."""
+        magnitudes = jnp.abs(self.weights)
+        pad = (0, self.coarse_n - self.n // 2)  # as in `OperatorRestriction.__call__`
+        row_sums = jnp.concatenate([jnp.ones(1, magnitudes.dtype), magnitudes[0] + magnitudes[1]])
+        column_sums = 1 + jnp.pad(magnitudes[0], pad) + jnp.roll(jnp.pad(magnitudes[1], pad), 1)
+        return schur_norm_bound(row_sums, column_sums, 2, 3)
+
+    def as_matrix(self) -> Float[Array, "n nc"]:
         """The dense matrix of $P$ (for tests and small sizes)."""
         return jax.vmap(self, out_axes=1)(jnp.eye(self.coarse_n, dtype=self.weights.dtype))
 
     def galerkin(self, A: BandedStencil) -> BandedStencil:
-        """$R A P$ with $R = P^\top / 2$ (the convention of `galerkin`), tridiagonal."""
+        r"""$R A P$ with $R = P^\top / 2$ (the convention of `galerkin`), tridiagonal."""
         def matvec(x):
-            return self.transpose(A(self(x))) / 2
+            return self.T(A(self(x))) / 2
 
         return BandedStencil.from_matvec(matvec, self.coarse_n, 1, A.periodic, A.diagonals.dtype)
+
+
+class OperatorRestriction(AbstractOperator):
+    r"""$P^\top$ for the `OperatorInterpolation` $P$ (`P.T`): from the $n$ fine points to the
+    $n_c$ coarse ones, $(P^\top y)_I = y_{2I} + w^-_I\, y_{2I+1} + w^+_{I-1}\, y_{2I-1}$ (the
+    restriction of the cycle is $P^\top / 2$).
+
+    **Arguments:**
+
+    - `interpolation`: the `OperatorInterpolation` $P$.
+    """
+
+    interpolation: OperatorInterpolation
+
+    @property
+    def in_shape(self) -> tuple[int, ...]:
+        return self.interpolation.out_shape
+
+    @property
+    def out_shape(self) -> tuple[int, ...]:
+        return self.interpolation.in_shape
+
+    @property
+    def row_length(self) -> int:
+        return self.interpolation.row_length
+
+    def __call__(self, fine: Float[Array, " n"]) -> Float[Array, " nc"]:
+        r"""$P^\top y$ (the exact adjoint of `OperatorInterpolation.__call__`)."""
+        P = self.interpolation
+        check_signal("fine", fine, self.in_shape)
+        weights = P.weights.astype(fine.dtype)
+        values, pad = fine[1::2], (0, P.coarse_n - P.n // 2)
+        left, right = jnp.pad(weights[0] * values, pad), jnp.pad(weights[1] * values, pad)
+        return fine[0::2] + left + jnp.roll(right, 1)
+
+    @property
+    def T(self) -> OperatorInterpolation:
+        return self.interpolation
+
+    def norm_bound(self) -> Float[Array, ""]:
+        r"""$\|P^\top\| = \|P\|$: the bound of $P$ (Schur's bound is symmetric in rows and columns)."""
+        return self.interpolation.norm_bound()
+
+    def abs_norm_bound(self) -> Float[Array, ""]:
+        return self.interpolation.abs_norm_bound()
+
+    def as_matrix(self) -> Float[Array, "nc n"]:
+        return self.interpolation.as_matrix().T
 
 
 def colours(n: int, bandwidth: int, periodic: bool) -> int:
@@ -305,10 +381,10 @@ class MultigridHierarchy(eqx.Module):
         return prolong(transfer, coarse, self.operators[level].n, self.extension)
 
     def coarsen(self, level: int, fine: Float[Array, " n"]) -> Float[Array, " nc"]:
-        """$R_\\ell$ `fine` $= P_\\ell^\top$ `fine` $/ 2$: from level `level` to level `level + 1`."""
+        r"""$R_\ell$ `fine` $= P_\ell^\top$ `fine` $/ 2$: from level `level` to level `level + 1`."""
         transfer = self.prolongations[level]
         if isinstance(transfer, OperatorInterpolation):
-            return transfer.transpose(fine) / 2
+            return transfer.T(fine) / 2
         return restrict(transfer / 2, fine, self.operators[level + 1].n, self.extension)
 
 

@@ -23,6 +23,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
+from .._bounds import l2_norm
 from .._checks import (
     check_int,
     check_positive_float,
@@ -33,7 +34,7 @@ from .._checks import (
 from ..blocks import check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator, Derivative, Matrix, Stencil
-from ..verify.energy import l2_norm
+from .banded import BandedStencil
 from .multigrid import Multigrid, diffusion_stencil, single_channel_stencil
 from .rollout import rollout
 
@@ -57,18 +58,6 @@ def _is_tridiagonal(op: AbstractOperator) -> bool:
         isinstance(stencil, Stencil) and stencil.kernel.ndim == 1 and stencil.size == 2
         and stencil.boundary != "periodic"
     )
-
-
-def _tridiagonal(matvec, n: int, dtype) -> lx.TridiagonalLinearOperator:
-    """The tridiagonal matrix of `matvec`, from three products with the probes
-    $\\sum_{j \\equiv r \\pmod 3} e_j$ (exact: each row meets one column of each probe)."""
-    index = jnp.arange(n)
-    probes = [matvec((index % 3 == r).astype(dtype)) for r in range(3)]
-    by_column = jnp.stack(probes)  # (3, n): probe r holds the columns j = r (mod 3)
-    diagonal = by_column[index % 3, index]
-    lower = by_column[index[:-1] % 3, index[1:]]  # A[j + 1, j]
-    upper = by_column[index[1:] % 3, index[:-1]]  # A[j, j + 1]
-    return lx.TridiagonalLinearOperator(diagonal, lower, upper)
 
 
 def _tridiagonal_solve(system: lx.TridiagonalLinearOperator, rhs: Float[Array, " n"]) -> Float[Array, " n"]:
@@ -107,7 +96,10 @@ def diffusion_system(
         return v + tau.astype(v.dtype) * op.T(flux(op(v)))
 
     if _is_tridiagonal(op):
-        return _tridiagonal(matvec, structure.shape[0], structure.dtype)
+        # Three products with the probes sum_{j = r (mod 3)} e_j read the band exactly.
+        band = BandedStencil.from_matvec(matvec, structure.shape[0], 1, False, structure.dtype)
+        lower, diagonal, upper = band.diagonals  # A[j, j - 1], A[j, j], A[j, j + 1]
+        return lx.TridiagonalLinearOperator(diagonal, lower[1:], upper[:-1])
     tags = (lx.symmetric_tag, lx.positive_semidefinite_tag)
     return lx.FunctionLinearOperator(matvec, jax.eval_shape(matvec, structure), tags)
 
@@ -198,7 +190,7 @@ def solve_diffusion_system(
 _CHOLESKY_BLOCK = 16
 
 
-def _inverse_cholesky_factor(matrix: Float[Array, "n n"]) -> Float[Array, "n n"]:
+def inverse_cholesky_factor(matrix: Float[Array, "n n"]) -> Float[Array, "n n"]:
     r"""$L^{-1}$ for the Cholesky factor $L$ of $A$ = `matrix`, recursively by halves:
     $L_{21} = A_{21}L_{11}^{-\top}$, $L_{22} = \mathrm{chol}(A_{22} - L_{21}L_{21}^\top)$ and
     $(L^{-1})_{21} = -L_{22}^{-1}L_{21}L_{11}^{-1}$, so that most of the work is matrix products;
@@ -207,9 +199,9 @@ def _inverse_cholesky_factor(matrix: Float[Array, "n n"]) -> Float[Array, "n n"]
     n = matrix.shape[0]
     if n > _CHOLESKY_BLOCK:
         k = (n + 1) // 2
-        inverse11 = _inverse_cholesky_factor(matrix[:k, :k])
+        inverse11 = inverse_cholesky_factor(matrix[:k, :k])
         lower21 = matrix[k:, :k] @ inverse11.T
-        inverse22 = _inverse_cholesky_factor(matrix[k:, k:] - lower21 @ lower21.T)
+        inverse22 = inverse_cholesky_factor(matrix[k:, k:] - lower21 @ lower21.T)
         zero = jnp.zeros((k, n - k), matrix.dtype)
         return jnp.block([[inverse11, zero], [-(inverse22 @ lower21) @ inverse11, inverse22]])
     index = jnp.arange(n)
@@ -230,7 +222,7 @@ def _inverse_cholesky_factor(matrix: Float[Array, "n n"]) -> Float[Array, "n n"]
 
 def cholesky_solve(matrix: Float[Array, "n n"], rhs: Float[Array, " n"]) -> Float[Array, " n"]:
     r"""Solve $A x = b$ for symmetric positive definite $A$: a recursive (blocked) Cholesky
-    factorisation with the inverse factor, $L^{-1}$ (`_inverse_cholesky_factor`: mostly
+    factorisation with the inverse factor, $L^{-1}$ (`inverse_cholesky_factor`: mostly
     matrix products, the $O(n)$ column loop only within blocks of 16 columns),
     $x = L^{-\top}L^{-1}b$ and one step of iterative refinement with the residual $b - Ax$
     (products with a triangular inverse err by a factor of the condition number; the
@@ -243,7 +235,7 @@ def cholesky_solve(matrix: Float[Array, "n n"], rhs: Float[Array, " n"]) -> Floa
     wrong finite answer."""
     matrix, rhs = jnp.asarray(matrix), jnp.asarray(rhs)
     fixed = jax.lax.stop_gradient(matrix)
-    inverse = _inverse_cholesky_factor(fixed)
+    inverse = inverse_cholesky_factor(fixed)
 
     def solve(_, b):
         x = inverse.T @ (inverse @ b)

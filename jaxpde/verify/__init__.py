@@ -87,6 +87,15 @@ from .lipschitz import (
 from .lipschitz import (
     nonexpansive_step_size as nonexpansive_step_size,
 )
+from .networks import (
+    PROVEN_NETWORKS as PROVEN_NETWORKS,
+)
+from .networks import (
+    StabilityCertificate as StabilityCertificate,
+)
+from .networks import (
+    stability_certificate as stability_certificate,
+)
 from .spectral import (
     SpectralNormBounds as SpectralNormBounds,
 )

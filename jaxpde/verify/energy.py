@@ -7,14 +7,10 @@ import jax
 import jax.numpy as jnp
 from jaxtyping import Array, Float
 
+from .._bounds.norms import l2_norm
 from .._checks import check_signal
 from ..fluxes import AbstractFlux
 from ..operators import AbstractOperator
-
-
-def l2_norm(u: Float[Array, "*shape"]) -> Float[Array, ""]:
-    """The Euclidean norm of one sample (all axes)."""
-    return jnp.sqrt(jnp.sum(u * u))
 
 
 def euclidean_gain(f: Callable[[Array], Array], u: Float[Array, "*shape"]) -> Float[Array, ""]:

@@ -129,7 +129,7 @@ def falsify(
     """
     steps = check_int("steps", steps, minimum=1)
     learning_rate = check_positive_float("learning_rate", learning_rate)
-    return _search(violation, starts, context, project, steps, learning_rate)
+    return adam_search(violation, starts, context, project, steps, learning_rate)
 
 
 def _restarts(violation, starts, context, project, steps: int, learning_rate: float):
@@ -166,7 +166,9 @@ def _restarts(violation, starts, context, project, steps: int, learning_rate: fl
 
 
 @eqx.filter_jit
-def _search(violation, starts, context, project, steps: int, learning_rate: float) -> Falsification:
+def adam_search(violation, starts, context, project, steps: int, learning_rate: float) -> Falsification:
+    """`falsify` without its argument checks (`steps`, `learning_rate` trusted), for callers
+    that check them once and search many times."""
     best, best_x, first, bad = _restarts(violation, starts, context, project, steps, learning_rate)
     index = jnp.argmax(best)
     witness = jax.tree.map(lambda leaf: leaf[index], best_x)
@@ -220,7 +222,7 @@ def _search_on_spheres(violation_at, in_shape, key, restarts, steps, radii, lear
     the witness is returned as the input $u$ itself."""
     dtype = jnp.result_type(float) if dtype is None else dtype
     directions, radius = random_starts(key, in_shape, restarts, radii, dtype)
-    found = _search(lambda z, r: violation_at(to_sphere(z, r)), directions, radius, _unit_rms, steps, learning_rate)
+    found = adam_search(lambda z, r: violation_at(to_sphere(z, r)), directions, radius, _unit_rms, steps, learning_rate)
     radius_of_witness = radius[jnp.argmax(found.per_restart)]
     return eqx.tree_at(lambda x: x.witness, found, to_sphere(found.witness, radius_of_witness))
 

@@ -34,6 +34,8 @@ import numpy as np
 from .. import fluxes as _fluxes
 from ..operators import AbstractOperator, Derivative, Matrix, Stencil
 from ..operators2d import Gradient, GradientAdjoint, Stencil2D
+from .gram import gram_bound
+from .spectral import spectral_norm
 
 # jaxpde's own flux classes whose constants are proven, with the proof that covers them.
 PROVEN_FLUXES: dict[type, str] = {
@@ -297,9 +299,6 @@ def check_operator(op: AbstractOperator, *, dense_limit: int = OPERATOR_DENSE_LI
 
     **Returns:** one `ConstantCheck` ("norm bound of <class>").
     """
-    from .gram import gram_bound
-    from .spectral import spectral_norm
-
     name = f"norm bound of {type(op).__name__}"
     declared = float(np.asarray(op.norm_bound(), np.float64))
     if is_proven_operator(op) and _finite_parameters(op) and math.isfinite(declared):

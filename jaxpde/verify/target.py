@@ -1,7 +1,7 @@
 r"""Certify or refute the Euclidean stability of any callable $u \mapsto u'$.
 
 A verdict has a **basis**. `theorem`: a stability theorem applies (a `DiffusionBlock`, or
-a network of `jaxpde.nn` through `jaxpde.nn.stability_certificate`; exactly these classes,
+a network of `jaxpde.nn` through `jaxpde.verify.stability_certificate`; exactly these classes,
 not subclasses, whose `__call__` may differ), its hypotheses were *checked* (the constants
 of jaxpde's own fluxes and operators are proven in `proofs/`; those of a user's classes are
 sampled and bounded by `jaxpde.verify.hypotheses`, never read on trust), and the falsifier
@@ -29,6 +29,7 @@ import numpy as np
 from jaxtyping import PRNGKeyArray
 
 from ..blocks import DiffusionBlock
+from ..nn import ResNet
 from .falsify import DEFAULT_RADII, falsify_gain, falsify_lipschitz
 from .hypotheses import (
     ConstantCheck,
@@ -39,6 +40,7 @@ from .hypotheses import (
     is_proven_operator,
 )
 from .lipschitz import block_lipschitz_bound, local_lipschitz
+from .networks import PROVEN_NETWORKS, stability_certificate
 from .tolerance import (
     FLUX_EVALUATION_ROUNDOFFS,
     Tolerance,
@@ -142,10 +144,7 @@ def _region_text(region: dict) -> str:
 
 
 def _network_certificate(f):
-    """The `jaxpde.nn.stability_certificate` of a jaxpde network (exact class), else `None`."""
-    from ..nn import ResNet, stability_certificate  # nn builds on verify
-    from ..nn.certificate import PROVEN_NETWORKS
-
+    """The `stability_certificate` of a jaxpde network (exact class), else `None`."""
     return stability_certificate(f) if type(f) in (*PROVEN_NETWORKS, ResNet) else None
 
 

@@ -19,6 +19,7 @@ import dataclasses
 
 import numpy as np
 
+from .._bounds.rounding import gamma, unit_roundoff
 from ..blocks import DiffusionBlock
 
 FLUX_EVALUATION_ROUNDOFFS = 32
@@ -30,19 +31,6 @@ class Tolerance:
 
     value: float
     derivation: str
-
-
-def unit_roundoff(dtype) -> float:
-    """$\\mathbf{u} = \\varepsilon / 2$ of a floating dtype."""
-    return float(np.finfo(dtype).eps) / 2
-
-
-def gamma(p: int | float, dtype) -> float:  # noqa: PYI041 (beartype rejects int for float)
-    """$\\gamma_p = p\\mathbf{u} / (1 - p\\mathbf{u})$."""
-    pu = p * unit_roundoff(dtype)
-    if pu >= 1:
-        raise ValueError(f"`p` = {p} is too large for {np.dtype(dtype).name}: p * u >= 1.")
-    return pu / (1 - pu)
 
 
 def block_error(block: DiffusionBlock, dtype) -> float:

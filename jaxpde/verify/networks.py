@@ -1,4 +1,5 @@
-r"""The stability certificate of a trained network: its hypotheses checked on the numbers.
+r"""The stability certificate of a trained network of `jaxpde.nn`: its hypotheses checked
+on the numbers.
 
 For a network of diffusion blocks $u - \tau_\ell K_\ell^\top\Phi_\ell(K_\ell u)$
 (`DiffusionResNet`, and `ExtrapolationNetwork` with frozen diffusivities) the theorem
@@ -22,13 +23,16 @@ import math
 import numpy as np
 
 from ..blocks import DiffusionBlock
-from ..verify.hypotheses import FLUX_S_RANGE, ConstantCheck, check_flux, check_operator
-from ..verify.lipschitz import block_lipschitz_bound
-from ..verify.spectral import spectral_norm
-from ._common import BlockStack, flux_magnitudes
-from .extrapolation import ExtrapolationNetwork
-from .recurrent import RecurrentImplicitBlock
-from .resnet import DiffusionResNet
+from ..nn import (
+    BlockStack,
+    DiffusionResNet,
+    ExtrapolationNetwork,
+    RecurrentImplicitBlock,
+    flux_magnitudes,
+)
+from .hypotheses import FLUX_S_RANGE, ConstantCheck, check_flux, check_operator
+from .lipschitz import block_lipschitz_bound
+from .spectral import spectral_norm
 
 # Relative rounding allowance of a recomputed step ratio tau L nu^2 / 2 (a few products).
 _RATIO_ROUNDOFFS = 64

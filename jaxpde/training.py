@@ -2,7 +2,7 @@ r"""Training a denoising network with optax, certifying its stability after ever
 
 The loss is the mean squared error $\frac{1}{Bn}\sum_b \|f(y_b) - x_b\|^2$ of the network
 $f$ on noisy signals $y_b$ against the clean $x_b$ (`jaxpde.denoising`). After every
-epoch `stability_certificate` checks the hypotheses of the stability theorem on the
+epoch `jaxpde.verify.stability_certificate` checks the hypotheses of the stability theorem on the
 current parameters; with `require_certificate=True` (the default) an uncertified model
 stops training with an error instead of being returned.
 """
@@ -18,9 +18,9 @@ import numpy as np
 import optax
 from jaxtyping import Array, Float, PRNGKeyArray
 
-from .._checks import check_int
-from ..denoising import DenoisingTask, psnr
-from .certificate import StabilityCertificate, stability_certificate
+from ._checks import check_int
+from .denoising import DenoisingTask, psnr
+from .verify.networks import StabilityCertificate, stability_certificate
 
 
 @dataclasses.dataclass(frozen=True)
