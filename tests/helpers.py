@@ -2,6 +2,7 @@
 
 import math
 
+import jax
 import numpy as np
 import pytest
 
@@ -117,3 +118,18 @@ def assert_certified(claim, certificate):
         return
     assert certificate.falsifier is not None and certificate.falsifier.restarts > 0
     assert certificate.falsifier.nonfinite == 0
+
+class CompilationLog:
+    """The names of the programs XLA compiles (`jax.monitoring` events), per phase:
+    `log.phase = "warm-up"` files every later compilation under that name until the phase
+    changes (`None`: not recorded)."""
+
+    def __init__(self) -> None:
+        self.compiled: dict[str, list[str]] = {}
+        self.phase: str | None = None
+        jax.monitoring.register_event_duration_secs_listener(self._record)
+
+    def _record(self, event: str, duration: float, *, fun_name: str = "", **kwargs) -> None:
+        del duration, kwargs
+        if event == "/jax/core/compile/backend_compile_duration" and self.phase is not None:
+            self.compiled.setdefault(self.phase, []).append(fun_name)

@@ -27,7 +27,7 @@ from jaxpde.fluxes import Linear
 from jaxpde.verify import spectral_norm
 from jaxpde.verify.certificate import CaseResult
 
-from .helpers import assert_certified, claim_budget, spectral_norm_svd
+from .helpers import CompilationLog, assert_certified, claim_budget, spectral_norm_svd
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TEST_BUDGET = claim_budget()
@@ -41,17 +41,8 @@ EXPLICIT_CLAIMS = tuple(
 NORM_CLAIMS = ("derivative-norm", "spectral-norm-bounds")
 # The programs that the explicit claims share (`warm_up` compiles them once each).
 SHARED_PROGRAMS = ("jit(evaluate_cases)", "jit(attack)")
-COMPILED: dict[str, list[str]] = {}  # phase -> names of the programs XLA compiled in it
-_PHASE: list[str] = []
-
-
-def _count_compilation(event: str, duration: float, *, fun_name: str = "", **kwargs) -> None:
-    del duration, kwargs
-    if event == "/jax/core/compile/backend_compile_duration" and _PHASE:
-        COMPILED.setdefault(_PHASE[-1], []).append(fun_name)
-
-
-jax.monitoring.register_event_duration_secs_listener(_count_compilation)
+COMPILATIONS = CompilationLog()  # phase -> names of the programs XLA compiled in it
+COMPILED = COMPILATIONS.compiled
 
 
 @pytest.fixture(scope="module")
@@ -63,15 +54,15 @@ def certificates() -> dict:
     # in a phase of their own.
     norm_claims = [c for c in EXPLICIT_CLAIMS if c.id in NORM_CLAIMS]
     others = [c for c in EXPLICIT_CLAIMS if c.id not in NORM_CLAIMS]
-    _PHASE.append("warm-up")
+    COMPILATIONS.phase = "warm-up"
     try:
         warm_up(TEST_BUDGET, workers=2, parts=("explicit",))
-        _PHASE.append("claims")
+        COMPILATIONS.phase = "claims"
         checked = check_all(others, jax.random.key(1), TEST_BUDGET, workers=2)
-        _PHASE.append("norm claims")
+        COMPILATIONS.phase = "norm claims"
         checked += check_all(norm_claims, jax.random.key(2), TEST_BUDGET, workers=2)
     finally:
-        _PHASE.clear()
+        COMPILATIONS.phase = None
     return {c.claim_id: c for c in checked}
 
 

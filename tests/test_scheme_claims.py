@@ -7,36 +7,27 @@ import pytest
 
 from jaxpde.claims import SCHEME_CLAIMS, Budget, check_all, warm_up
 
-from .helpers import assert_certified
+from .helpers import CompilationLog, assert_certified
 
 # Fewer samples and a shorter search than the explicit claims' test budget: compiling the
 # scheme programs dominates, and `jaxpde certify` runs the full budgets.
 BUDGET = Budget(samples=5, depth=2, sizes=(16,), name="test-schemes", restarts=8, steps=20)
 
 
-COMPILED: dict[str, list[str]] = {}  # phase -> names of the programs XLA compiled in it
-_PHASE: list[str] = []
-
-
-def _count_compilation(event: str, duration: float, *, fun_name: str = "", **kwargs) -> None:
-    del duration, kwargs
-    if event == "/jax/core/compile/backend_compile_duration" and _PHASE:
-        COMPILED.setdefault(_PHASE[-1], []).append(fun_name)
-
-
-jax.monitoring.register_event_duration_secs_listener(_count_compilation)
+COMPILATIONS = CompilationLog()  # phase -> names of the programs XLA compiled in it
+COMPILED = COMPILATIONS.compiled
 
 
 @pytest.fixture(scope="module")
 def certificates() -> dict:
     budget = BUDGET
-    _PHASE.append("warm-up")
+    COMPILATIONS.phase = "warm-up"
     try:
         warm_up(budget, workers=2, parts=("schemes",))
-        _PHASE.append("claims")
+        COMPILATIONS.phase = "claims"
         return {c.claim_id: c for c in check_all(SCHEME_CLAIMS, jax.random.key(1), budget, workers=2)}
     finally:
-        _PHASE.clear()
+        COMPILATIONS.phase = None
 
 
 @pytest.mark.parametrize("claim", SCHEME_CLAIMS, ids=[c.id for c in SCHEME_CLAIMS])
