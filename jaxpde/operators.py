@@ -85,8 +85,11 @@ class AbstractOperator(eqx.Module):
         """The most products summed into one output entry of $K$ or $K^\\top$."""
 
 
+@eqx.filter_jit
 def matrix_by_columns(op: AbstractOperator, dtype) -> Float[Array, "rows cols"]:
-    """The dense matrix of `op`: its own code applied to the unit vectors (vmapped), as columns."""
+    """The dense matrix of `op`: its own code applied to the unit vectors (vmapped), as columns.
+    One compiled program per operator shape (called eagerly, the vmapped stencil would
+    compile every primitive of it on its own)."""
     size = math.prod(op.in_shape)
     basis = jnp.eye(size, dtype=dtype).reshape(size, *op.in_shape)
     columns = jax.vmap(op)(basis).reshape(size, -1)
@@ -428,11 +431,13 @@ class Matrix(AbstractOperator):
     def T(self) -> "Matrix":
         return Matrix(self.matrix.T)
 
+    @eqx.filter_jit
     def norm_bound(self) -> Float[Array, ""]:
         """Certified upper bound of $\\|K\\|_2$ by Gram iteration, rounding included
         (`jaxpde._bounds.gram_bound`, also `jaxpde.verify.gram_bound`)."""
         return gram_bound(self.matrix)
 
+    @eqx.filter_jit
     def abs_norm_bound(self) -> Float[Array, ""]:
         r"""Schur's bound $\sqrt{\max_{\rm row} \sum |K| \cdot \max_{\rm col} \sum |K|}$, rounded up."""
         absolute = jnp.abs(self.matrix)

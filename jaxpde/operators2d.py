@@ -40,9 +40,6 @@ from .operators import (
 )
 
 _HIGHEST = jax.lax.Precision.HIGHEST
-# The dense matrix as one compiled program (images have many more entries than signals).
-_dense_matrix = eqx.filter_jit(matrix_by_columns)
-
 
 def _check_boundary(boundary: object) -> str:
     if boundary not in BOUNDARIES:
@@ -185,7 +182,7 @@ class Gradient(AbstractOperator):
         return round_up(jnp.sqrt(jnp.maximum(sy, sx)) * jnp.sqrt(sy + sx), 4)
 
     def as_matrix(self) -> Float[Array, "rows cols"]:
-        return _dense_matrix(self, self.h.dtype)
+        return matrix_by_columns(self, self.h.dtype)
 
     @property
     def row_length(self) -> int:
@@ -239,7 +236,7 @@ class GradientAdjoint(AbstractOperator):
         return self.gradient.abs_norm_bound()
 
     def as_matrix(self) -> Float[Array, "rows cols"]:
-        return _dense_matrix(self, self.gradient.h.dtype)
+        return matrix_by_columns(self, self.gradient.h.dtype)
 
     @property
     def row_length(self) -> int:
@@ -405,7 +402,7 @@ class Stencil2D(AbstractOperator):
         return stencil_schur_bound(self.kernel.reshape(*self.kernel.shape[:-2], kh * kw))
 
     def as_matrix(self) -> Float[Array, "rows cols"]:
-        return _dense_matrix(self, self.kernel.dtype)
+        return matrix_by_columns(self, self.kernel.dtype)
 
     @property
     def row_length(self) -> int:

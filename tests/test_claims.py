@@ -186,6 +186,24 @@ def test_padding_is_exact_for_the_operator_objective():
         assert np.all(found.witness[0][c][:, int(np.prod(op.in_shape)):] == 0)
 
 
+def test_witnesses_are_rechecked_in_the_program_of_the_random_samples():
+    """`recheck_cases` pads to the budget's common shape, as `measure_cases` does, so
+    that it runs the program the samples compiled: with two sizes (the operators' own
+    sizes give another padded shape) no second `evaluate_cases` is compiled."""
+    sizes = (8, 12)
+    rng = np.random.default_rng(3)
+    ops = [op for _, op in sampling.operator_cases(rng, sizes)][:2]
+    fluxes = [sampling.random_fluxes(rng) for _ in ops]
+    log = CompilationLog()
+    log.phase = "samples"
+    sampling.measure_cases(rng, ops, fluxes, 2, 1, sizes=sizes)
+    log.phase = "recheck"
+    witnesses = rng.standard_normal((len(ops), len(fluxes[0]), sampling.padded_shape(ops, sizes)[1]))
+    adversarial.recheck_cases(rng, ops, fluxes, witnesses, 2, 1, sizes=sizes)
+    log.phase = None
+    assert "jit(evaluate_cases)" not in log.compiled.get("recheck", [])
+
+
 def test_planted_instability_is_found_and_rechecked_with_the_operators_code():
     rng, ops, fluxes, taus = _cases(1.05)
     found = adversarial.attack_operators(rng, ops, fluxes, taus, "gain", TEST_BUDGET)

@@ -269,8 +269,8 @@ def recheck_cases(
     `sampling.evaluate_operators` (the program of the random samples, so no new program
     is compiled), `depth` steps at the full step size. One `Measurements` per case."""
     count = len(fluxes[0])
-    sizes = [int(np.prod(op.in_shape)) for op in ops]
-    rows = [np.broadcast_to(np.asarray(w)[:, None, :n], (count, samples, n)) for n, w in zip(sizes, witnesses)]
+    lengths = [int(np.prod(op.in_shape)) for op in ops]
+    rows = [np.broadcast_to(np.asarray(w)[:, None, :n], (count, samples, n)) for n, w in zip(lengths, witnesses)]
     keys = [rng.integers(2**32, size=2, dtype=np.uint32) for _ in ops]
     ones = np.ones((len(ops), count, samples))
     return sampling.evaluate_operators(

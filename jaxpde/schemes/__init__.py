@@ -25,9 +25,15 @@ from .implicit import contraction_factor as contraction_factor
 from .implicit import implicit_residual as implicit_residual
 from .multigrid import Multigrid as Multigrid
 from .multigrid import MultigridHierarchy as MultigridHierarchy
+from .multigrid import MultigridLevel as MultigridLevel
 from .multigrid import MultigridSolution as MultigridSolution
 from .multigrid import OperatorInterpolation as OperatorInterpolation
 from .multigrid import OperatorRestriction as OperatorRestriction
+from .multigrid import ascend as ascend
+from .multigrid import coarse_factor as coarse_factor
+from .multigrid import coarse_operator as coarse_operator
+from .multigrid import coarse_solve as coarse_solve
+from .multigrid import descend as descend
 from .multigrid import diffusion_stencil as diffusion_stencil
 from .multigrid import energy_norm as energy_norm
 from .multigrid import error_propagation as error_propagation

@@ -14,7 +14,11 @@ e \leftarrow \text{cycle}_{\ell+1}^{\gamma}(0, R(f - A_\ell x)), \quad
 x \leftarrow x + P e, \quad x \leftarrow \tilde S_\ell^{\nu_2}(x, f),$$
 
 with a dense Cholesky solve on the coarsest level; $\gamma = 1$ is the V-cycle,
-$\gamma = 2$ the W-cycle. The smoothers are residual blocks
+$\gamma = 2$ the W-cycle. The two halves of a level are `descend` (pre-smoothing, residual,
+restriction) and `ascend` (correction, post-smoothing), on that level's data alone
+(`MultigridLevel`); the hierarchy is built by `coarse_operator` level by level and
+`coarse_factor` on the coarsest, so a cycle or a build can also run level by level (one
+program per level shape). The smoothers are residual blocks
 $x \leftarrow x + \omega M D^{-1}(f - A x)$: damped Jacobi ($M = I$,
 $\omega = 2\theta / \max_i \sum_j |a_{ij}| / a_{ii}$) and red-black Gauss-Seidel ($M$
 selects one colour at a time, $\omega = 2\theta$; a band of half-width $b$ takes
@@ -350,13 +354,65 @@ def smooth(
     return jax.lax.fori_loop(0, sweeps * count, sweep, x)
 
 
+class MultigridLevel(eqx.Module):
+    r"""Level $\ell$ of a hierarchy, all that `descend` and `ascend` read and nothing of the
+    other levels: the operator $A_\ell$, the prolongation $P_\ell$ from level $\ell + 1$ (a row
+    of kernel taps, or an `OperatorInterpolation`), the relative smoothing weights (pre and
+    post), the smoother and the boundary extension of the kernel."""
+
+    operator: BandedStencil
+    prolongation: Float[Array, " taps"] | OperatorInterpolation
+    pre_weights: Float[Array, " pre"]
+    post_weights: Float[Array, " post"]
+    smoother: str = eqx.field(static=True)
+    extension: str = eqx.field(static=True)
+
+    @property
+    def coarse_n(self) -> int:
+        return coarse_size(self.operator.n, self.operator.periodic)
+
+    def interpolate(self, coarse: Float[Array, " nc"]) -> Float[Array, " n"]:
+        r"""$P_\ell$ `coarse`: from level $\ell + 1$ to level $\ell$."""
+        if isinstance(self.prolongation, OperatorInterpolation):
+            return self.prolongation(coarse)
+        return prolong(self.prolongation, coarse, self.operator.n, self.extension)
+
+    def coarsen(self, fine: Float[Array, " n"]) -> Float[Array, " nc"]:
+        r"""$R_\ell$ `fine` $= P_\ell^\top$ `fine` $/ 2$: from level $\ell$ to level $\ell + 1$."""
+        if isinstance(self.prolongation, OperatorInterpolation):
+            return self.prolongation.T(fine) / 2
+        return restrict(self.prolongation / 2, fine, self.coarse_n, self.extension)
+
+
+def coarse_operator(
+    A: BandedStencil, prolongation: Float[Array, " taps"] | OperatorInterpolation, extension: str
+) -> BandedStencil:
+    r"""One level of the hierarchy build: the Galerkin operator $R A P$ of the next coarser
+    level, for a kernel row (`galerkin`, extension `"wrap"` for a periodic `A`) or an
+    `OperatorInterpolation` $P$."""
+    if isinstance(prolongation, OperatorInterpolation):
+        return prolongation.galerkin(A)
+    extension = "wrap" if A.periodic else extension
+    return galerkin(A, prolongation, coarse_size(A.n, A.periodic), extension)
+
+
+def coarse_factor(A: BandedStencil) -> Float[Array, "nc nc"]:
+    """The Cholesky factor $L$ of the coarsest operator, $A = L L^\\top$ (dense)."""
+    return jnp.linalg.cholesky(A.as_matrix())
+
+
+def coarse_solve(factor: Float[Array, "nc nc"], f: Float[Array, " nc"]) -> Float[Array, " nc"]:
+    """$A^{-1} f = L^{-\\top} L^{-1} f$ on the coarsest level, from its Cholesky `factor`."""
+    return jsl.cho_solve((factor.astype(f.dtype), True), f)
+
+
 class MultigridHierarchy(eqx.Module):
     """The levels of a multigrid solver for one system: the banded operators from fine to
     coarse, the prolongation of each transfer (a row of kernel taps, or one
     `OperatorInterpolation` per transfer), the relative smoothing weights (pre and post,
     one row per smoothed level) and the Cholesky factor of the coarsest operator.
     `extension` is the boundary extension of the kernels (unused by operator-dependent
-    transfers)."""
+    transfers). `level` gives one level's data (`MultigridLevel`)."""
 
     operators: tuple[BandedStencil, ...]
     prolongations: Float[Array, "transfers taps"] | tuple[OperatorInterpolation, ...]
@@ -370,22 +426,23 @@ class MultigridHierarchy(eqx.Module):
     def sizes(self) -> tuple[int, ...]:
         return tuple(A.n for A in self.operators)
 
+    def level(self, level: int) -> MultigridLevel:
+        """The data of the smoothed level `level` (not the coarsest)."""
+        return MultigridLevel(
+            self.operators[level], self.prolongations[level], self.pre_weights[level], self.post_weights[level],
+            self.smoother, self.extension,
+        )
+
     def coarse_solve(self, f: Float[Array, " nc"]) -> Float[Array, " nc"]:
-        return jsl.cho_solve((self.coarse_factor.astype(f.dtype), True), f)
+        return coarse_solve(self.coarse_factor, f)
 
     def interpolate(self, level: int, coarse: Float[Array, " nc"]) -> Float[Array, " n"]:
         r"""$P_\ell$ `coarse`: from level `level + 1` to level `level`."""
-        transfer = self.prolongations[level]
-        if isinstance(transfer, OperatorInterpolation):
-            return transfer(coarse)
-        return prolong(transfer, coarse, self.operators[level].n, self.extension)
+        return self.level(level).interpolate(coarse)
 
     def coarsen(self, level: int, fine: Float[Array, " n"]) -> Float[Array, " nc"]:
         r"""$R_\ell$ `fine` $= P_\ell^\top$ `fine` $/ 2$: from level `level` to level `level + 1`."""
-        transfer = self.prolongations[level]
-        if isinstance(transfer, OperatorInterpolation):
-            return transfer.T(fine) / 2
-        return restrict(transfer / 2, fine, self.operators[level + 1].n, self.extension)
+        return self.level(level).coarsen(fine)
 
 
 def build_hierarchy(
@@ -398,12 +455,12 @@ def build_hierarchy(
 ) -> MultigridHierarchy:
     """Galerkin operators for the given transfers (one level more than `prolongations`
     has rows; `extension` is forced to `"wrap"` for a periodic `A`), and the Cholesky
-    factor of the coarsest one."""
+    factor of the coarsest one: `coarse_operator` level by level, then `coarse_factor`."""
     extension = "wrap" if A.periodic else extension
     operators = [A]
     for kernel in prolongations:
-        operators.append(galerkin(operators[-1], kernel, coarse_size(operators[-1].n, A.periodic), extension))
-    factor = jnp.linalg.cholesky(operators[-1].as_matrix())
+        operators.append(coarse_operator(operators[-1], kernel, extension))
+    factor = coarse_factor(operators[-1])
     return MultigridHierarchy(tuple(operators), prolongations, pre_weights, post_weights, factor, smoother, extension)
 
 
@@ -417,32 +474,49 @@ def operator_hierarchy(
     `OperatorInterpolation` of that level's operator and its Galerkin operator (one level
     more than `pre_weights` has rows), and the Cholesky factor of the coarsest one."""
     operators, transfers = [A], []
+    extension = "wrap" if A.periodic else "edge"
     for _ in range(pre_weights.shape[0]):
         transfers.append(OperatorInterpolation.from_operator(operators[-1]))
-        operators.append(transfers[-1].galerkin(operators[-1]))
-    factor = jnp.linalg.cholesky(operators[-1].as_matrix())
-    extension = "wrap" if A.periodic else "edge"
+        operators.append(coarse_operator(operators[-1], transfers[-1], extension))
+    factor = coarse_factor(operators[-1])
     return MultigridHierarchy(tuple(operators), tuple(transfers), pre_weights, post_weights, factor, smoother, extension)
+
+
+def descend(level: MultigridLevel, x: Float[Array, " n"], f: Float[Array, " n"]) -> tuple[Float[Array, " n"], Float[Array, " nc"]]:
+    r"""The way down of a cycle on one level: $x \leftarrow S_\ell^{\nu_1}(x, f)$ and the
+    coarse right-hand side $R_\ell (f - A_\ell x)$. Returns both."""
+    A = level.operator
+    x = smooth(A, x, f, level.pre_weights, level.smoother)
+    return x, level.coarsen(f - A(x))
+
+
+def ascend(
+    level: MultigridLevel, x: Float[Array, " n"], f: Float[Array, " n"], error: Float[Array, " nc"]
+) -> Float[Array, " n"]:
+    r"""The way up of a cycle on one level: the correction $x \leftarrow x + P_\ell e$ by the
+    coarse `error` $e$, then $x \leftarrow \tilde S_\ell^{\nu_2}(x, f)$ (`descend`'s `x` in)."""
+    x = x + level.interpolate(error)
+    return smooth(level.operator, x, f, level.post_weights, level.smoother, reverse=True)
 
 
 def multigrid_cycle(
     hierarchy: MultigridHierarchy, x: Float[Array, " n"], f: Float[Array, " n"], *, gamma: int = 1, level: int = 0
 ) -> Float[Array, " n"]:
-    """One cycle from `level` down: $\\gamma = 1$ the V-cycle, $\\gamma = 2$ the W-cycle (the
-    $\\gamma$ coarse visits run in a `fori_loop`, so the trace stays linear in the levels)."""
+    """One cycle from `level` down: `descend`, $\\gamma$ cycles on the next coarser level
+    (the coarse solve on the coarsest), `ascend`. $\\gamma = 1$ is the V-cycle, $\\gamma = 2$
+    the W-cycle (the $\\gamma$ coarse visits run in a `fori_loop`, so the trace stays
+    linear in the levels)."""
     if level == len(hierarchy.operators) - 1:
         return hierarchy.coarse_solve(f)
-    A = hierarchy.operators[level]
-    x = smooth(A, x, f, hierarchy.pre_weights[level], hierarchy.smoother)
-    coarse_f = hierarchy.coarsen(level, f - A(x))
+    current = hierarchy.level(level)
+    x, coarse_f = descend(current, x, f)
 
     def visit(_, e):
         return multigrid_cycle(hierarchy, e, coarse_f, gamma=gamma, level=level + 1)
 
     error = jnp.zeros_like(coarse_f)
     error = visit(0, error) if gamma == 1 else jax.lax.fori_loop(0, gamma, visit, error)
-    x = x + hierarchy.interpolate(level, error)
-    return smooth(A, x, f, hierarchy.post_weights[level], hierarchy.smoother, reverse=True)
+    return ascend(current, x, f, error)
 
 
 def full_multigrid(hierarchy: MultigridHierarchy, f: Float[Array, " n"], *, gamma: int = 1) -> Float[Array, " n"]:
@@ -569,6 +643,19 @@ class Multigrid(eqx.Module):
                 f"bandwidth {A.bandwidth}; for wider bands use interpolation='cubic' (the default), or a direct or "
                 "Krylov solver where the diffusivity jumps over decades (see proofs/multigrid-contraction.md)."
             )
+        prolongations, pre, post, extension = self.schedule(A)
+        if operator:
+            return operator_hierarchy(A, pre, post, self.smoother)
+        return build_hierarchy(A, prolongations, pre, post, self.smoother, extension)
+
+    def schedule(
+        self, A: BandedStencil
+    ) -> tuple[Float[Array, "transfers taps"], Float[Array, "transfers pre"], Float[Array, "transfers post"], str]:
+        """What `hierarchy(A)` takes from the configuration and the shape of `A` alone: the
+        kernel rows of the transfers, the relative weights (pre and post) and the boundary
+        extension (`"wrap"` when periodic). The operator-dependent transfers have the linear
+        kernel's reach (its rows count their levels)."""
+        operator = self.interpolation == OPERATOR_INTERPOLATION
         kernel, extension = INTERPOLATIONS[
             "linear" if operator else self.interpolation or default_interpolation(A.bandwidth)
         ]
@@ -577,15 +664,14 @@ class Multigrid(eqx.Module):
         dtype = A.diagonals.dtype
         pre = jnp.full((transfers, self.pre_smoothing), self.relative_weight, dtype)
         post = jnp.full((transfers, self.post_smoothing), self.relative_weight, dtype)
-        if operator:  # the operator-dependent transfers have the linear kernel's reach
-            return operator_hierarchy(A, pre, post, self.smoother)
         prolongations = jnp.tile(jnp.asarray(kernel, dtype), (transfers, 1))
-        return build_hierarchy(A, prolongations, pre, post, self.smoother, extension)
+        return prolongations, pre, post, "wrap" if A.periodic else extension
 
     def default_rtol(self, A: BandedStencil, dtype) -> Array:
         row_sum = jnp.max(jnp.sum(jnp.abs(A.diagonals), axis=0)).astype(dtype)
         return 1000 * float(np.finfo(dtype).eps) * row_sum
 
+    @eqx.filter_jit
     def solve(
         self, A: BandedStencil, f: Float[Array, " n"], x0: Float[Array, " n"] | None = None,
         *, hierarchy: MultigridHierarchy | None = None, rtol: float | Float[Array, ""] | None = None,
@@ -593,7 +679,9 @@ class Multigrid(eqx.Module):
     ) -> MultigridSolution:
         """Cycles from `x0` (`None`: the full-multigrid start, or zero) until the relative
         residual is at most `rtol` or `max_cycles` have run. `hierarchy` reuses levels
-        built by `self.hierarchy(A)`; `rtol` and `throw` override the configuration."""
+        built by `self.hierarchy(A)`; `rtol` and `throw` override the configuration. One
+        compiled program per system shape (called eagerly, the hierarchy and the start would
+        compile op by op)."""
         check_signal("f", f, (A.n,))
         hierarchy = self.hierarchy(A) if hierarchy is None else hierarchy
         gamma = CYCLES[self.cycle]

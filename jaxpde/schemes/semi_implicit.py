@@ -303,8 +303,10 @@ class SemiImplicitScheme(eqx.Module):
         self.throw = bool(throw)
         self.multigrid = multigrid
 
+    @eqx.filter_jit
     def solve_step(self, u: Float[Array, "*shape"]) -> LinearSolution:
-        """One step, with its result code, solver steps and residual."""
+        """One step, with its result code, solver steps and residual (one compiled program
+        per shape, also when called eagerly)."""
         check_signal("u", u, self.op.in_shape)
         frozen = Frozen(self.flux, self.op(u))
         return solve_diffusion_system(
