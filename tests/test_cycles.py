@@ -2,8 +2,9 @@
 
 The references are independent of jaxpde: the closed form
 q_n(x) = sin((2n+1) phi) / ((2n+1) sin phi), sin^2 phi = x / 2, exact rational
-arithmetic, and dense NumPy matrices A = K^T diag(g(|K u0|^2)) K with K built from the
-stencil definition (`stencil_matrix`).
+arithmetic, high-precision (mpmath) products for the Leja order, and dense NumPy
+matrices A = K^T diag(g(|K u0|^2)) K with K built from the stencil definition
+(`stencil_matrix`).
 """
 
 import itertools
@@ -14,6 +15,7 @@ import equinox as eqx
 import hypothesis
 import hypothesis.strategies as st
 import jax.numpy as jnp
+import mpmath
 import numpy as np
 import pytest
 
@@ -28,10 +30,14 @@ from jaxpde.schemes import (
     fed_step_sizes,
     fsi_cycle,
     fsi_weights,
+    kappa_order,
+    leja_order,
     plan_cycles,
     rounding_amplification,
+    three_term_cycle,
     unstable_cycle_length,
 )
+from jaxpde.schemes.fed import LEJA_WEIGHT, ORDERS, amplification_terms, grid_factor
 
 from .helpers import (
     derivative_kernel,
@@ -117,18 +123,23 @@ def test_fsi_weights(n):
 @pytest.mark.parametrize("tau_max", [1.0, 0.37])
 def test_fed_step_sizes(n, tau_max):
     ascending = fed_step_sizes(tau_max, n, reorder=False)
-    reordered = fed_step_sizes(tau_max, n)
     i = np.arange(n)
     expected = tau_max / (2 * np.cos(np.pi * (2 * i + 1) / (4 * n + 2)) ** 2)
     np.testing.assert_allclose(ascending, expected, rtol=TOL["rtol"])
     assert np.all(np.diff(ascending) > 0)
-    for sizes in (ascending, reordered):
+    np.testing.assert_array_equal(fed_step_sizes(tau_max, n, order="ascending"), ascending)
+    np.testing.assert_array_equal(fed_step_sizes(tau_max, n), fed_step_sizes(tau_max, n, order="leja"))
+    for order in ORDERS:
+        sizes = fed_step_sizes(tau_max, n, order=order)
         assert sizes.dtype == np.float64 and sizes.shape == (n,)
         assert np.all(sizes > 0)
         assert math.fsum(sizes) == pytest.approx(tau_max * (n * n + n) / 3, rel=TOL["rtol"])
-    # The reordered cycle is a permutation of the ascending one.
-    np.testing.assert_array_equal(np.sort(reordered), ascending)
-    assert reordered[0] == ascending[0]  # kappa-cycles start at i = 0
+        # Every order is a permutation of the ascending one.
+        np.testing.assert_array_equal(np.sort(sizes), ascending)
+    assert fed_step_sizes(tau_max, n, order="kappa")[0] == ascending[0]  # kappa-cycles start at i = 0
+    # The weighted Leja order starts at the root x_i = 1/t_i where x^(1/2) (2 - x)^(1/4) peaks, next to 4/3.
+    x = 2 * np.cos(np.pi * (2 * i + 1) / (4 * n + 2)) ** 2
+    assert leja_order(n)[0] == int(np.argmin(np.abs(x - 4 / 3)))
 
 
 @pytest.mark.parametrize("n", [1, 2, 5, 40])
@@ -211,8 +222,8 @@ def test_cycle_polynomial_closed_form(n):
 @pytest.mark.parametrize("n", [1, 2, 5, 12])
 def test_cycle_polynomial_is_the_fed_product(n):
     x = np.linspace(-0.5, 2.5, 3001)
-    for reorder in (False, True):
-        t = fed_step_sizes(1.0, n, reorder=reorder)
+    for order in ORDERS:
+        t = fed_step_sizes(1.0, n, order=order)
         product = np.prod(1 - t[:, None] * x[None, :], axis=0)
         np.testing.assert_allclose(cycle_polynomial(x, n), product, rtol=1e-10, atol=n * TOL["atol"])
     assert np.all(cycle_polynomial(np.array([0.0]), 0) == 1)
@@ -298,6 +309,77 @@ def test_frozen_fsi_and_fed_cycles_are_the_dense_cycle_polynomial():
             np.testing.assert_allclose(by_fsi, expected, **TOL, err_msg=f"FSI, {name}")
             np.testing.assert_allclose(by_fed, expected, **TOL, err_msg=f"FED, {name}")
             np.testing.assert_allclose(by_fsi, by_fed, **TOL, err_msg=f"FSI vs FED, {name}")
+
+
+# --- the loops that FEDScheme and FSIScheme run, against the shared recurrence -----
+
+
+@eqx.filter_jit
+def _loops_and_recurrence(block, u, n, order, frozen):
+    """FED: `fed_cycle` (two-term loop) and `three_term_cycle` with alpha = 1, beta = the step
+    fractions; FSI: `fsi_cycle` (two steps per loop iteration) and `three_term_cycle` with the
+    default one step per iteration, frozen as given and with `frozen` traced."""
+    fractions = fed_step_sizes(1.0, n, order=order)
+    weights = fsi_weights(n)
+    return (
+        fed_cycle(block, u, n, order=order),
+        three_term_cycle(block, u, np.ones_like(fractions), fractions, True),
+        fsi_cycle(block, u, n, frozen=frozen),
+        three_term_cycle(block, u, weights, np.ones_like(weights), frozen),
+        three_term_cycle(block, u, weights, np.ones_like(weights), jnp.asarray(frozen), unroll=2),
+    )
+
+
+@pytest.mark.parametrize("n", [1, 2, 7, 30, 61])  # odd lengths leave a remainder step after the unrolled pairs
+@pytest.mark.parametrize("order", ORDERS)
+def test_cycle_loops_agree_with_the_three_term_recurrence(n, order):
+    """float64, D_1 neumann, Perona-Malik: `fed_cycle` and `fsi_cycle` (frozen and unfrozen)
+    agree with `three_term_cycle` to rounding, and the frozen ones with the dense cycle
+    polynomial q_n(tau A), A = K^T diag(g(|K u0|^2)) K."""
+    if order == "ascending" and n > 30:
+        pytest.skip("the ascending order amplifies rounding beyond any fixed tolerance here")
+    size = 32
+    op = Derivative(1, size, h=1 / size)
+    u = jnp.asarray(np.cumsum(np.random.default_rng(n).standard_normal(size)))
+    lam = 0.5 * float(np.median(np.abs(np.diff(np.asarray(u)) * size)))
+    flux = fluxes.PeronaMalik(lam)
+    tau = float(stable_step_size(op, flux))
+    block = FEDScheme(op, flux, tau, cycle_length=1).block
+    expected = _dense_cycle(op, fluxes.PeronaMalik, lam, tau, u, n)
+    norm = _l2(u)
+    # First-order rounding of the FED cycle, with a margin (the FSI cycle amplifies less).
+    atol = 64 * rounding_amplification(fed_step_sizes(1.0, n, order=order)) * np.finfo(np.float64).eps * norm
+    for frozen in (True, False):
+        fed, fed_recurrence, fsi, fsi_recurrence, fsi_traced = _loops_and_recurrence(block, u, n, order, frozen)
+        np.testing.assert_allclose(fed, fed_recurrence, rtol=0, atol=atol)
+        np.testing.assert_allclose(fsi, fsi_recurrence, rtol=0, atol=64 * n * np.finfo(np.float64).eps * norm)
+        np.testing.assert_allclose(fsi_traced, fsi_recurrence, rtol=0, atol=64 * n * np.finfo(np.float64).eps * norm)
+        np.testing.assert_allclose(fed, expected, rtol=0, atol=atol + TOL["atol"] * norm)
+        if frozen:
+            np.testing.assert_allclose(fsi, expected, rtol=0, atol=TOL["atol"] * norm)
+        elif n > 1:
+            assert _distance(fsi, expected) > 1e-6 * norm  # unfrozen is another map
+
+
+def test_fed_and_fsi_schemes_compile_once_per_cycle_length():
+    """`FEDScheme` and `FSIScheme` trace one program per cycle length (a static field), as
+    before the two-term FED loop: new step sizes and inputs of the same length reuse it."""
+    traces = []
+
+    @eqx.filter_jit
+    def run(scheme, u):
+        traces.append(type(scheme).__name__)
+        return scheme(u)
+
+    op = Derivative(1, 16)
+    flux = fluxes.PeronaMalik(0.7)
+    bound = float(stable_step_size(op, flux))
+    rng = np.random.default_rng(8)
+    for kind in (FEDScheme, FSIScheme):
+        for n in (3, 8):
+            for fraction in (1.0, 0.5, 0.25):
+                run(kind(op, flux, fraction * bound, cycle_length=n), jnp.asarray(rng.standard_normal(16)))
+    assert traces == ["FEDScheme"] * 2 + ["FSIScheme"] * 2
 
 
 # --- stability -------------------------------------------------------------------
@@ -391,10 +473,95 @@ def test_frozen_and_unfrozen_fsi():
 def test_reordering_reduces_rounding_amplification():
     n = 150
     reordered = rounding_amplification(fed_step_sizes(1.0, n))
+    kappa = rounding_amplification(fed_step_sizes(1.0, n, order="kappa"))
     ascending = rounding_amplification(fed_step_sizes(1.0, n, reorder=False))
-    assert reordered < 1e6
+    assert reordered < 2e3 < kappa < 1e6
     assert ascending > 1e30
     assert reordered < 1e-20 * ascending
+    # At n = 300 the best kappa-cycle is three orders of magnitude worse than the Leja order.
+    assert rounding_amplification(fed_step_sizes(1.0, 300)) < 5e3
+    assert rounding_amplification(fed_step_sizes(1.0, 300, order="kappa")) > 1e6
+
+
+def _mp_leja_order(n: int, weight: tuple[float, float], digits: int = 60) -> tuple[int, ...]:
+    """The weighted Leja order by its definition, with the products themselves (no
+    logarithms) at `digits` digits: start where x^a (2 - x)^b is largest, then each next root
+    maximises that weight times the product of its distances to the roots taken (ties, equal
+    to 40 digits, go to the smaller index: for n = 2 the two weights are equal exactly)."""
+    with mpmath.workdps(digits):
+        x = [2 * mpmath.cos(mpmath.pi * (2 * i + 1) / (4 * n + 2)) ** 2 for i in range(n)]
+        a, b = (mpmath.mpf(e) for e in weight)
+        value = [xi**a * (2 - xi) ** b for xi in x]
+        free, order = list(range(n)), []
+        while free:
+            largest = max(value[i] for i in free)
+            k = next(i for i in free if value[i] >= largest * (1 - mpmath.mpf(10) ** -40))
+            order.append(k)
+            free.remove(k)
+            value = [v * abs(x[i] - x[k]) for i, v in enumerate(value)]
+    return tuple(order)
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 16, 41, 100])
+@pytest.mark.parametrize("weight", [(0.0, 0.0), LEJA_WEIGHT], ids=["classical", "weighted"])
+def test_leja_order_is_its_definition_in_high_precision(n, weight):
+    assert leja_order(n, weight) == _mp_leja_order(n, weight)
+
+
+@hypothesis.given(n=st.integers(1, 160), points=st.lists(st.floats(0.0, 2.0), min_size=1, max_size=4))
+def test_fed_orders_property(n, points):
+    """For every order: a permutation of the ascending steps. In the default (Leja) order: the
+    product prod_i (1 - t_i x), evaluated step by step in float64, is the exact rational
+    product of the same t_i within the first-order rounding bound 6 u W (W the amplification
+    weighted by max(t_i, 1), true maxima: the grid's times grid_factor^2), and the amplification
+    is at most that of the kappa-cycle order and within the bound of `fed-rounding`."""
+    from jaxpde.claims.cycles import amplification_bound
+
+    ascending = fed_step_sizes(1.0, n, order="ascending")
+    leja = fed_step_sizes(1.0, n)
+    for order, sizes in (("leja", leja), ("kappa", fed_step_sizes(1.0, n, order="kappa"))):
+        assert sorted(leja_order(n) if order == "leja" else kappa_order(n)) == list(range(n))
+        np.testing.assert_array_equal(np.sort(sizes), ascending)
+    terms, _ = amplification_terms(leja)
+    factor = grid_factor(16) ** 2
+    weighted = factor * float(np.sum(np.maximum(leja, 1) * terms))
+    u = float(np.finfo(np.float64).eps) / 2
+    for x in points:
+        computed = 1.0
+        for t in leja:
+            computed *= 1 - t * x
+        exact = math.prod((1 - Fraction(t) * Fraction(x) for t in leja), start=Fraction(1))
+        assert abs(computed - float(exact)) <= 6 * u * weighted + 2 * u
+    amplification = rounding_amplification(leja)
+    assert amplification <= rounding_amplification(fed_step_sizes(1.0, n, order="kappa"))
+    assert factor * amplification <= amplification_bound(n)
+
+
+@eqx.filter_jit
+def _three_cycles(scheme, u):
+    return scheme.rollout(u, 3)
+
+
+def test_long_perona_malik_cycles_in_float32():
+    """Three frozen Perona-Malik FED cycles of length 300 in float32 against float64, from the
+    same start (D_1 neumann, h = 1/n, a noisy piecewise-constant signal, lambda the median
+    gradient): the default (Leja) order stays within 1e-4; the kappa-cycle order, the default
+    before, misses it."""
+    size, n = 256, 300
+    rng = np.random.default_rng(7)
+    signal = np.repeat(rng.uniform(0, 1, 8), size // 8) + 0.05 * rng.standard_normal(size)
+    u32 = jnp.asarray(signal, jnp.float32)
+    u64 = u32.astype(jnp.float64)
+    op = Derivative(1, size, h=1 / size)
+    flux = fluxes.PeronaMalik(float(np.median(np.abs(np.diff(np.asarray(u64)) * size))))
+    errors = {}
+    for order in ("leja", "kappa"):
+        scheme = FEDScheme(op, flux, cycle_length=n, order=order)
+        in32, in64 = _three_cycles(scheme, u32), _three_cycles(scheme, u64)
+        assert in32.dtype == jnp.float32 and in64.dtype == jnp.float64
+        errors[order] = _distance(in32, in64) / _l2(in64)
+    assert errors["leja"] <= 1e-4, errors
+    assert errors["kappa"] > 1e-4, errors
 
 
 def test_reordered_long_cycle_survives_float32():
@@ -439,6 +606,14 @@ def test_configuration_errors(scheme):
         scheme(op, flux, cycle_length=0)
     with pytest.raises(TypeError, match="cycle_length"):
         scheme(op, flux, cycle_length=2.5)
+    if scheme is FEDScheme:
+        with pytest.raises(ValueError, match="`order` must be one of"):
+            scheme(op, flux, cycle_length=4, order="random")
+        with pytest.raises(ValueError, match="`reorder=False`"):
+            scheme(op, flux, cycle_length=4, order="kappa", reorder=False)
+        assert scheme(op, flux, cycle_length=4, reorder=False).order == "ascending"
+        assert scheme(op, flux, cycle_length=4).order == "leja" and scheme(op, flux, cycle_length=4).reorder
+        assert scheme(op, flux, cycle_length=4, order="kappa").for_time(1.0).order == "kappa"
     stable = scheme(op, flux, cycle_length=4)
     with pytest.raises(ValueError, match="`u` must have shape \\(16,\\)"):
         stable(jnp.ones(15))
@@ -453,6 +628,12 @@ def test_function_argument_errors():
         fsi_weights(0)
     with pytest.raises(ValueError, match="`cycle_length`"):
         fed_step_sizes(1.0, 0)
+    with pytest.raises(ValueError, match="`order` must be one of"):
+        fed_step_sizes(1.0, 4, order="Leja")
+    with pytest.raises(ValueError, match="`weight`"):
+        leja_order(4, (-1.0, 0.0))
+    with pytest.raises(ValueError, match="`weights`"):
+        rounding_amplification(np.ones(3), weights=np.ones(2))
     with pytest.raises(ValueError, match="`cycle_length`"):
         cycle_time(1.0, 0)
     with pytest.raises(ValueError, match="`cycle_length`"):

@@ -2,10 +2,12 @@
 their own test file, so that the test workers check them in parallel with the claims
 about the explicit block)."""
 
+import functools
+
 import jax
 import pytest
 
-from jaxpde.claims import SCHEME_CLAIMS, Budget, check_all, warm_up
+from jaxpde.claims import SCHEME_CLAIMS, Budget, check_all, get_claim, warm_up
 
 from .helpers import CompilationLog, assert_certified
 
@@ -43,6 +45,35 @@ def test_warm_up_compiles_the_scheme_programs_that_the_claims_then_run(certifica
     assert "jit(measure)" in warmed or not COMPILED.get("claims")  # compiled here (unless an earlier test did)
     again = [name for name in COMPILED.get("claims", []) if name == "jit(measure)"]
     assert again == [], f"the scheme claims compiled `schemes.measure` again: {again}"
+
+
+def test_fed_rounding_runs_one_program_for_every_cycle_length():
+    """`fed-rounding` runs its float32 and float64 cycles of every length in one compiled
+    program (step sizes padded with identity steps, passed as data)."""
+    claim = get_claim("fed-rounding")
+    COMPILATIONS.phase = "fed-rounding"
+    try:
+        certificate = claim.check(jax.random.key(4), BUDGET)
+    finally:
+        COMPILATIONS.phase = None
+    assert_certified(claim, certificate)
+    assert COMPILED.get("fed-rounding", []).count("jit(fed_rounding_errors)") <= 1
+
+
+@pytest.mark.parametrize("order", ["ascending", "kappa"])
+def test_fed_rounding_refutes_other_step_orders(order, monkeypatch):
+    """The defect that `fed-rounding` guards against, planted: the FED steps in another
+    order, the ascending one or the kappa-cycles (the default before the Leja order). Both
+    break the amplification bound; the ascending order also overflows in float32."""
+    from jaxpde.claims import cycles
+    from jaxpde.schemes import fed
+
+    monkeypatch.setattr(cycles, "fed_step_sizes", functools.partial(fed.fed_step_sizes, order=order))
+    certificate = get_claim("fed-rounding").check(jax.random.key(3), BUDGET)
+    assert certificate.status == "violated", certificate.message
+    assert "amplification / (2 n^1.5), n in [301, 500]" in certificate.message
+    if order == "ascending":
+        assert certificate.falsifier.nonfinite > 0
 
 
 # A wrong solver must make each stability claim "violated": the ratio

@@ -12,8 +12,14 @@ import numpy as np
 from ..blocks import stable_step_size
 from ..sharding import devices_context
 from ..verify.certificate import Certificate
-from . import adversarial, cycles, sampling, schemes
-from .cycles import FED_STABILITY, FSI_STABILITY, FSI_STABILITY_SHARP, FSI_UNFROZEN
+from . import adversarial, cycles, rkc, sampling, schemes
+from .cycles import (
+    FED_ROUNDING,
+    FED_STABILITY,
+    FSI_STABILITY,
+    FSI_STABILITY_SHARP,
+    FSI_UNFROZEN,
+)
 from .energy import ENERGY_DESCENT, LYAPUNOV_FUNCTIONALS
 from .explicit import (
     EXPLICIT_STABILITY,
@@ -41,6 +47,7 @@ from .registry import THOROUGH as THOROUGH
 from .registry import Budget as Budget
 from .registry import Claim as Claim
 from .registry import Evidence as Evidence
+from .rkc import RKC_STABILITY
 
 SCHEME_CLAIMS: tuple[Claim, ...] = (
     CYCLE_TIME_IDENTITIES,
@@ -48,6 +55,8 @@ SCHEME_CLAIMS: tuple[Claim, ...] = (
     FSI_STABILITY_SHARP,
     FSI_UNFROZEN,
     FED_STABILITY,
+    FED_ROUNDING,
+    RKC_STABILITY,
     IMPLICIT_STABILITY,
     SEMI_IMPLICIT_STABILITY,
     FIXED_POINT_CONTRACTION,
@@ -136,6 +145,7 @@ def warm_up(
                 pool.submit(in_float64, compile_schemes, "cycle", cycles.coefficients("fsi", 3, frozen=frozen))
                 for frozen in (True, False)
             ]
+            futures += [pool.submit(in_float64, compile_schemes, "rkc", rkc.program_coefficients(budget))]
         if "explicit" in parts:
             futures += [pool.submit(in_float64, compile_attack, ops, objective) for objective in SIGNAL_OBJECTIVES]
             futures += [pool.submit(in_float64, compile_evaluate, ops)]

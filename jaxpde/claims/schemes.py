@@ -1,5 +1,5 @@
 r"""The compiled programs that the scheme claims share: sampled inputs and the falsifier
-for one application of a scheme map (an FSI or FED cycle, a semi-implicit or an
+for one application of a scheme map (an FSI or FED cycle, an RKC step, a semi-implicit or an
 implicit step) on every operator case at once.
 
 Operators are stacked as zero-padded dense matrices (`adversarial.Cases`) and applied
@@ -28,6 +28,7 @@ from ..blocks import DiffusionBlock
 from ..operators import Matrix
 from ..schemes.cycle import three_term_cycle
 from ..schemes.implicit import ImplicitScheme, implicit_residual
+from ..schemes.rkc import rkc_step
 from ..schemes.semi_implicit import (
     cholesky_solve,
     condition_bound,
@@ -41,7 +42,7 @@ from . import adversarial, sampling
 from .adversarial import RADII, Attack, Cases, log_uniform
 from .sampling import SelectedFlux
 
-KINDS = ("cycle", "semi-implicit", "implicit", "implicit-search", "implicit-fixed-point")
+KINDS = ("cycle", "rkc", "semi-implicit", "implicit", "implicit-search", "implicit-fixed-point")
 # Lagged-diffusivity iterates at which the falsifier evaluates the implicit step's bound.
 SEARCH_ITERATIONS = 3
 # Iterations of the claims' implicit solver (`newton_or_lagged`), a fixed count, and the
@@ -166,12 +167,18 @@ def scheme_map(kind: str, matrix: Array, flux, tau: Array, coefficients=None, it
     """The map $u \\mapsto (v, \\|r\\|)$ of scheme `kind` with $K$ = `matrix`. For "cycle",
     `coefficients` = (extrapolation, step fractions, frozen) of `three_term_cycle`: the
     arrays are traced, so that one program serves FSI and FED cycles of every length
-    (padded with identity steps); `frozen` is a Python bool (one program per mode)."""
+    (padded with identity steps); `frozen` is a Python bool (one program per mode). For
+    "rkc", `coefficients` = (stage coefficients, frozen) of `rkc_step`, the array padded
+    to one stage count likewise."""
     op = Matrix(matrix)
     block = eqx.tree_at(lambda b: b.tau, DiffusionBlock(op, flux, 1.0, allow_unstable=True), tau)
     if kind == "cycle":
         extrapolation, fractions, frozen = coefficients
         return lambda u: (three_term_cycle(block, u, extrapolation, fractions, frozen), jnp.zeros((), matrix.dtype))
+    if kind == "rkc":
+        stage_coefficients, frozen = coefficients
+        # Unrolled stages: a few small stages run faster without the loop (the padded count is fixed).
+        return lambda u: (rkc_step(block, u, stage_coefficients, frozen, unroll=True), jnp.zeros((), matrix.dtype))
     if kind == "semi-implicit":
 
         def semi_implicit(u):
@@ -382,9 +389,9 @@ def _inputs(rng: np.random.Generator, ops, fluxes, taus, budget, coefficients, s
     fractions = smallest_fraction ** rng.uniform(0.0, 1.0, signals.shape[:3])
     fractions[..., ::4] = 1.0
     cases = adversarial.stack_cases(ops, fluxes, taus)
-    if coefficients is not None:
-        extrapolation, step_fractions, frozen = coefficients
-        coefficients = (*jax.device_put((np.asarray(extrapolation), np.asarray(step_fractions))), bool(frozen))
+    if coefficients is not None:  # (arrays..., frozen): the arrays traced, `frozen` static
+        *arrays, frozen = coefficients
+        coefficients = (*jax.device_put(tuple(np.asarray(a) for a in arrays)), bool(frozen))
     key = jax.random.wrap_key_data(rng.integers(2**32, size=2, dtype=np.uint32))
     return cases, signals, fractions, coefficients, key
 

@@ -22,6 +22,13 @@ def _param(name: str, value: ArrayLike) -> Array:
     return positive_array(name, value, f"pass a positive `{name}`.")
 
 
+def _scaled(s2: Array, lam: Array) -> Array:
+    """$s^2/\\lambda^2$ as $s^2 \\cdot (1/\\lambda^2)$: one scalar division per call instead of one
+    per point (a per-point division by a runtime scalar halves the explicit step's speed on CPU)."""
+    lam = lam.astype(s2.dtype)
+    return s2 * (1 / (lam * lam))
+
+
 class Linear(AbstractFlux):
     """Linear diffusion $\\Phi(s) = L s$, $g = L$."""
 
@@ -53,7 +60,7 @@ class PeronaMalik(AbstractFlux):
         self.lam = _param("lam", lam)
 
     def diffusivity(self, s2):
-        return 1 / (1 + s2 / self.lam.astype(s2.dtype) ** 2)
+        return 1 / (1 + _scaled(s2, self.lam))
 
     def potential(self, s):
         r"""$\Psi(s) = (\lambda^2/2)\log(1 + s^2/\lambda^2)$.
@@ -86,7 +93,7 @@ class ExponentialPeronaMalik(AbstractFlux):
         self.lam = _param("lam", lam)
 
     def diffusivity(self, s2):
-        return jnp.exp(-s2 / self.lam.astype(s2.dtype) ** 2)
+        return jnp.exp(-_scaled(s2, self.lam))
 
     def potential(self, s):
         r"""$\Psi(s) = (\lambda^2/2)(1 - e^{-s^2/\lambda^2})$.
@@ -118,7 +125,7 @@ class Charbonnier(AbstractFlux):
         self.lam = _param("lam", lam)
 
     def diffusivity(self, s2):
-        return jax.lax.rsqrt(1 + s2 / self.lam.astype(s2.dtype) ** 2)
+        return jax.lax.rsqrt(1 + _scaled(s2, self.lam))
 
     def potential(self, s):
         r"""$\Psi(s) = \lambda^2(\sqrt{1 + s^2/\lambda^2} - 1) = \lambda(\sqrt{s^2 + \lambda^2} - \lambda)$."""
@@ -146,7 +153,7 @@ class Weickert(AbstractFlux):
         self.lam = _param("lam", lam)
 
     def diffusivity(self, s2):
-        x = s2 / self.lam.astype(s2.dtype) ** 2
+        x = _scaled(s2, self.lam)
         # For C / x^4 >= 50, g = 1 - e^{-50} = 1 to double precision; branching there
         # keeps values and gradients finite near s = 0 (also in float32).
         active = x**4 > WEICKERT_CONSTANT / 50

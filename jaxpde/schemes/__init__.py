@@ -1,5 +1,6 @@
 """Time-stepping schemes built from diffusion blocks: explicit, FED and FSI cycles,
-the fully implicit and the semi-implicit step, and the multigrid solver of its system."""
+Runge-Kutta-Chebyshev steps, the fully implicit and the semi-implicit step, and the
+multigrid solver of its system."""
 
 from .banded import BandedStencil as BandedStencil
 from .cycle import cycle_length_for as cycle_length_for
@@ -13,6 +14,8 @@ from .fed import FEDScheme as FEDScheme
 from .fed import fed_cycle as fed_cycle
 from .fed import fed_order as fed_order
 from .fed import fed_step_sizes as fed_step_sizes
+from .fed import kappa_order as kappa_order
+from .fed import leja_order as leja_order
 from .fed import rounding_amplification as rounding_amplification
 from .fsi import FSIScheme as FSIScheme
 from .fsi import fsi_cycle as fsi_cycle
@@ -41,6 +44,15 @@ from .multigrid import full_multigrid as full_multigrid
 from .multigrid import multigrid_cycle as multigrid_cycle
 from .multigrid import prolong as prolong
 from .multigrid import restrict as restrict
+from .rkc import RKCScheme as RKCScheme
+from .rkc import rkc_coefficients as rkc_coefficients
+from .rkc import rkc_parameters as rkc_parameters
+from .rkc import rkc_polynomial as rkc_polynomial
+from .rkc import rkc_rounding_amplification as rkc_rounding_amplification
+from .rkc import rkc_spectral_radius as rkc_spectral_radius
+from .rkc import rkc_stability_bound as rkc_stability_bound
+from .rkc import rkc_stages_for as rkc_stages_for
+from .rkc import rkc_step as rkc_step
 from .rollout import rollout as rollout
 from .semi_implicit import SemiImplicitScheme as SemiImplicitScheme
 from .semi_implicit import diffusion_system as diffusion_system

@@ -107,6 +107,8 @@ def three_term_cycle(
     extrapolation: Float[ArrayLike, " steps"],
     step_fractions: Float[ArrayLike, " steps"],
     frozen: bool | Bool[Array, ""] = True,
+    *,
+    unroll: int | bool = 1,
 ) -> Float[Array, "*shape"]:
     r"""One cycle of the recurrence that FSI and FED share:
 
@@ -116,6 +118,15 @@ def three_term_cycle(
     FSI: $\alpha_k = a_k$, $\beta_k = 1$; FED: $\alpha_k = 1$, $\beta_k = \tau_k/\tau_{\max}$. A step with
     $\alpha = 1$, $\beta = 0$ is the identity (padding). `frozen` evaluates the diffusivity
     once, at $u^0$; it may be a traced boolean (both updates are then computed).
+
+    The coefficients are data of the loop, so one program serves FSI and FED cycles of every
+    length up to the padded one (the cycle claims rely on this). `fsi_cycle` runs it with
+    `unroll=2`; `fed_cycle` runs FED's $\alpha = 1$ steps as a two-term loop that carries only
+    $u^k$ (the same values: $1 \cdot x + 0 \cdot u^{k-1} = x$ in floating point for finite
+    $u^{k-1}$). `unroll` is `lax.scan`'s and changes no operation: with 1, XLA:CPU copies
+    the carried pair $(u^{k+1}, u^k)$ in every step (three state-sized copies in the loop
+    body of a batched D_1 cycle); with 2 the two states swap roles within the loop body and
+    the copies go.
     """
     frozen_block = eqx.tree_at(lambda b: b.flux, block, Frozen(block.flux, block.op(u)))
 
@@ -130,5 +141,5 @@ def three_term_cycle(
         return (alpha * (current + beta * update(current)) + (1 - alpha) * previous, current), None
 
     coefficients = (jnp.asarray(extrapolation, u.dtype), jnp.asarray(step_fractions, u.dtype))
-    (final, _), _ = jax.lax.scan(step, (u, u), coefficients)
+    (final, _), _ = jax.lax.scan(step, (u, u), coefficients, unroll=unroll)
     return final
