@@ -92,7 +92,7 @@ from common import finite_json, machine
 
 import jaxpde
 from jaxpde import fluxes
-from jaxpde.schemes import solve_diffusion_system
+from jaxpde.schemes import Result, solve_diffusion_system
 from jaxpde.schemes.multigrid import (
     Multigrid,
     diffusion_stencil,
@@ -276,7 +276,7 @@ def run_multigrid(system: System, args, config: Multigrid = MULTIGRID) -> dict:
     hierarchy = hierarchy_run["out"]
     solve_run = timed(lambda: jax.block_until_ready(mg_solve(config, A, system.f, hierarchy)), args.repeats, args.budget, True)
     solution = solve_run["out"]
-    cycles = int(solution.cycles)
+    cycles = int(solution.iterations)
     history = np.asarray(solution.history)[: cycles + 1]
     residual_factor = float((history[-1] / history[0]) ** (1 / cycles)) if cycles > 0 and history[0] > 0 else None
     start = jax.random.normal(jax.random.key(0), (system.n,), jnp.float64)
@@ -296,7 +296,7 @@ def run_multigrid(system: System, args, config: Multigrid = MULTIGRID) -> dict:
         "solve_first_s": solve_run["first_s"],
         "power_iteration_first_s": time.perf_counter() - power_start,  # compilation included
         "cycles": cycles,
-        "converged": bool(solution.result == lx.RESULTS.successful),
+        "converged": bool(solution.result == Result.successful),
         "fmg_relative_residual": float(history[0]),
         "history": history.tolist(),
         "residual_factor": residual_factor,
@@ -322,7 +322,7 @@ def tridiagonal_solve(diagonal, lower, upper, f):
 @jax.jit
 def default_solve(op, flux, tau, f):
     solution = solve_diffusion_system(op, flux, tau, f, rtol=RTOL, throw=False)
-    return solution.value, solution.steps, solution.result == lx.RESULTS.successful
+    return solution.value, solution.iterations, solution.result == Result.successful
 
 
 def run_reference(name: str, system: System, args) -> dict:

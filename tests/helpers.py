@@ -13,8 +13,27 @@ from jaxpde import fluxes
 # Registries that generic tests parametrize over.
 ALL_BOUNDARIES = jaxpde.BOUNDARIES
 ALL_FLUXES = fluxes.FLUXES
+ALL_SCHEMES = jaxpde.schemes.SCHEMES  # short name -> scheme class
 NONMONOTONE_FLUXES = (fluxes.PeronaMalik, fluxes.ExponentialPeronaMalik, fluxes.Weickert)
 SIZES = jaxpde.testing.SIZES  # a small set, to limit recompilation
+
+
+def example_scheme(name: str, op, flux):
+    """A small instance of the registered scheme `name` (`ALL_SCHEMES`) for `op` and `flux`:
+    the explicit schemes at their stability bound, cycles of 3 steps, RKC with 3 stages, the
+    (semi-)implicit step at 5 times the explicit bound. A `KeyError` for a scheme registered
+    without an example here."""
+    bound = float(jaxpde.stable_step_size(op, flux))
+    cls = ALL_SCHEMES[name]
+    make = {
+        "explicit": lambda: cls(op, flux),
+        "fed": lambda: cls(op, flux, cycle_length=3),
+        "fsi": lambda: cls(op, flux, cycle_length=3),
+        "rkc": lambda: cls(op, flux, stages=3),
+        "semi-implicit": lambda: cls(op, flux, 5 * bound),
+        "implicit": lambda: cls(op, flux, 5 * bound),
+    }
+    return make[name]()
 
 
 def tolerance(dtype) -> dict[str, float]:

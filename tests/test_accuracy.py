@@ -14,20 +14,23 @@ import numpy as np
 import scipy.linalg
 
 from jaxpde import Derivative, fluxes, stable_step_size
-from jaxpde.schemes import (
-    ExplicitScheme,
-    FEDScheme,
-    FSIScheme,
-    ImplicitScheme,
-    SemiImplicitScheme,
-)
 
-from .helpers import derivative_kernel, stencil_matrix
+from .helpers import ALL_SCHEMES, derivative_kernel, stencil_matrix
 
 N = 64
 H = 1 / N
-# The schemes that `_run` evolves, in this order.
-NAMES = ("explicit", "fed", "fsi-frozen", "fsi-unfrozen", "semi-implicit", "implicit")
+# The variants that `_run` evolves, in this order, and the registered scheme of each. RKC,
+# the one registered scheme not here, has its convergence orders in tests/test_rkc.py.
+VARIANTS = {
+    "explicit": "explicit",
+    "fed": "fed",
+    "fsi-frozen": "fsi",
+    "fsi-unfrozen": "fsi",
+    "semi-implicit": "semi-implicit",
+    "implicit": "implicit",
+}
+NAMES = tuple(VARIANTS)
+ELSEWHERE = {"rkc"}
 
 
 @eqx.filter_jit
@@ -40,13 +43,14 @@ def _evolve(schemes, u0, counts):
 def _run(op, flux, u0, *, steps, tau, cycles, cycle_tau, cycle_length, implicit_steps, implicit_tau, solver):
     """Explicit steps, FED and FSI cycles (frozen and unfrozen), semi-implicit and
     implicit steps, each with its own count and step size, in one compiled program."""
+    scheme = {name: ALL_SCHEMES[VARIANTS[name]] for name in NAMES}
     schemes = (
-        ExplicitScheme(op, flux, tau),
-        FEDScheme(op, flux, cycle_tau, cycle_length=cycle_length),
-        FSIScheme(op, flux, cycle_tau, cycle_length=cycle_length),
-        FSIScheme(op, flux, cycle_tau, cycle_length=cycle_length, frozen=False),
-        SemiImplicitScheme(op, flux, implicit_tau),
-        ImplicitScheme(op, flux, implicit_tau, solver=solver),
+        scheme["explicit"](op, flux, tau),
+        scheme["fed"](op, flux, cycle_tau, cycle_length=cycle_length),
+        scheme["fsi-frozen"](op, flux, cycle_tau, cycle_length=cycle_length),
+        scheme["fsi-unfrozen"](op, flux, cycle_tau, cycle_length=cycle_length, frozen=False),
+        scheme["semi-implicit"](op, flux, implicit_tau),
+        scheme["implicit"](op, flux, implicit_tau, solver=solver),
     )
     counts = jnp.asarray([steps, cycles, cycles, cycles, implicit_steps, implicit_steps])
     return dict(zip(NAMES, (np.asarray(u) for u in _evolve(schemes, u0, counts))))
@@ -59,6 +63,11 @@ def _to_time(t_end, *, steps, cycles, cycle_length, implicit_steps, **options):
         cycle_tau=3 * t_end / (cycles * (cycle_length**2 + cycle_length)),
         implicit_steps=implicit_steps, implicit_tau=t_end / implicit_steps, **options,
     )
+
+
+def test_every_registered_scheme_is_covered():
+    assert set(VARIANTS.values()) | ELSEWHERE == set(ALL_SCHEMES)
+    assert not set(VARIANTS.values()) & ELSEWHERE
 
 
 def _observed_order(steps, errors) -> float:

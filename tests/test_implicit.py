@@ -18,8 +18,8 @@ import pytest
 from jaxpde import Derivative, Matrix, Stencil, fluxes, stable_step_size
 from jaxpde.fluxes import Frozen
 from jaxpde.schemes import (
-    ImplicitResult,
     ImplicitScheme,
+    Result,
     SemiImplicitScheme,
     contraction_factor,
     diffusion_system,
@@ -206,7 +206,7 @@ def test_semi_implicit_and_implicit_steps_are_euclidean_stable_property(op, kind
     x, solution = _both_steps(semi, ImplicitScheme(op, flux, tau, rtol=IMPLICIT_RTOL), u)
     assert np.all(np.isfinite(np.asarray(x)))
     assert _l2(x) <= _l2(u) * (1 + CG_RTOL + TOL["rtol"])
-    assert solution.result == ImplicitResult.successful
+    assert solution.result == Result.successful
     assert _l2(solution.value) <= (_l2(u) + float(solution.residual)) * (1 + TOL["rtol"])
 
 
@@ -236,7 +236,7 @@ def test_fixed_point_and_lagged_diffusivity_agree(q):
     by_fixed, by_lagged = _implicit_step(fixed, u), _implicit_step(lagged, u)
     tolerance_u = float(fixed.tolerance(u))
     for solution in (by_fixed, by_lagged):
-        assert solution.result == ImplicitResult.successful
+        assert solution.result == Result.successful
         assert float(solution.residual) <= tolerance_u
         # The residual of the implicit equation, recomputed densely.
         recomputed = _l2(_dense_residual(OP, fluxes.PeronaMalik, lam, tau, u, solution.value))
@@ -268,13 +268,13 @@ def test_fixed_point_beyond_contraction():
     assert neutral.solver == diverging.solver == "fixed-point"
 
     solution = _implicit_step(neutral, u)
-    assert solution.result == ImplicitResult.max_iterations_reached
+    assert solution.result == Result.max_steps_reached
     assert int(solution.iterations) == neutral.max_iterations
     assert np.all(np.isfinite(np.asarray(solution.value)))
     assert float(solution.residual) > float(neutral.tolerance(u))
 
     solution = _implicit_step(diverging, u)
-    assert solution.result == ImplicitResult.nonfinite
+    assert solution.result == Result.nonfinite
     assert int(solution.iterations) < diverging.max_iterations
 
     with pytest.raises(eqx.EquinoxRuntimeError, match="did not reach its tolerance"):
@@ -349,7 +349,7 @@ def test_linear_flux_implicit_equals_semi_implicit_equals_dense_solve():
         for solver in solvers:
             scheme = ImplicitScheme(OP, flux, tau, solver=solver)
             solution = _implicit_step(scheme, u)
-            assert solution.result == ImplicitResult.successful
+            assert solution.result == Result.successful
             # ||v - v*|| <= ||(I + tau L K^T K)^{-1}|| ||residual|| <= ||residual||.
             assert _distance(solution.value, expected) <= float(scheme.tolerance(u)) + TOL["atol"] * _l2(u)
             assert _distance(solution.value, semi) <= float(scheme.tolerance(u)) + TOL["atol"] * _l2(u)
@@ -435,5 +435,5 @@ def test_dense_operator_systems_are_solved_directly():
     solution = solve_diffusion_system(op, flux, jnp.asarray(3.0), u)
     g = np.asarray(flux.values)
     expected = np.linalg.solve(np.eye(7) + 3.0 * K.T @ (g[:, None] * K), np.asarray(u))
-    assert int(solution.steps) == 0 and solution.result == lx.RESULTS.successful
+    assert int(solution.iterations) == 0 and solution.result == Result.successful
     np.testing.assert_allclose(solution.value, expected, **tolerance(np.float64))

@@ -13,7 +13,7 @@ import pytest
 
 from jaxpde import Derivative, fluxes, stable_step_size
 from jaxpde.nn import ExtrapolationNetwork, RecurrentImplicitBlock, flux_magnitudes
-from jaxpde.schemes import FSIScheme, ImplicitResult, ImplicitScheme
+from jaxpde.schemes import FSIScheme, ImplicitScheme, Result
 
 from .helpers import few_examples, signals, tolerance
 
@@ -136,7 +136,7 @@ def test_recurrent_block_solves_the_implicit_step():
     block = _recurrent_block(0.5, step_fraction=0.8, key=jax.random.key(2))
     u = _signal()
     solution = eqx.filter_jit(lambda b, u: b.solve(u))(block, u)
-    assert solution.result == ImplicitResult.successful
+    assert solution.result == Result.successful
     assert 0 < int(solution.iterations) < block.max_iterations
     matrix = np.asarray(block.op.as_matrix())
     v, tau = np.asarray(solution.value), float(block.step_size())

@@ -87,7 +87,7 @@ PLANTED_BUDGET = Budget(samples=5, depth=1, sizes=(8,), name="test-planted", res
 )
 def test_stability_claims_refute_a_wrong_solver(claim_id, monkeypatch):
     from jaxpde.claims import get_claim, multigrid, schemes
-    from jaxpde.schemes import semi_implicit
+    from jaxpde.schemes import Result, Solution
 
     # Each solver returns 0.9 u: not a solution (its residual is 0.1 u - 0.9 tau A u), but
     # ||v|| <= ||u|| + ||r|| holds for it.
@@ -99,7 +99,7 @@ def test_stability_claims_refute_a_wrong_solver(claim_id, monkeypatch):
 
     def scaled_system_solve(op, flux, tau, rhs, **kwargs):
         zero = jax.numpy.zeros((), rhs.dtype)
-        return semi_implicit.LinearSolution(0.9 * rhs, semi_implicit.lx.RESULTS.successful, jax.numpy.array(0), zero)
+        return Solution(0.9 * rhs, Result.successful, jax.numpy.array(0), zero)
 
     monkeypatch.setattr(schemes, "newton_or_lagged", scaled_implicit)
     monkeypatch.setattr(schemes, "dense_semi_implicit_solve", scaled_dense_solve)

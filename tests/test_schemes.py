@@ -60,7 +60,7 @@ def test_solve_reaches_the_end_time_with_stable_steps():
     scheme = ExplicitScheme(op, flux)
     assert float(scheme.tau) == float(stable_step_size(op, flux))
     t_end = 7.3 * float(scheme.tau)
-    assert scheme.num_steps(t_end) == 8
+    assert scheme.default_steps(t_end) == 8
     u0 = jnp.asarray(np.random.default_rng(1).standard_normal(32))
     reference = rollout(DiffusionBlock(op, flux, t_end / 8), u0, 8)
     np.testing.assert_allclose(scheme.solve(u0, t_end), reference, **tolerance(np.float64))

@@ -381,7 +381,7 @@ def _multigrid_solve(op, frozen, tau, u, cycles):
     solution = solve_diffusion_system(op, frozen, tau, u, multigrid=Multigrid(), throw=False, max_steps=cycles)
     v = solution.value
     # The residual is recomputed with the operator, not taken from the solver's report.
-    return v, l2_norm(u - v - tau * op.T(frozen(op(v)))), solution.steps
+    return v, l2_norm(u - v - tau * op.T(frozen(op(v)))), solution.iterations
 
 
 @_quickly_compiled

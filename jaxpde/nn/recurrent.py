@@ -33,7 +33,8 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._checks import check_int, check_rtol, check_signal
 from ..fluxes import AbstractFlux, PeronaMalik
 from ..operators import Derivative, Stencil
-from ..schemes.implicit import ImplicitScheme, ImplicitSolution, contraction_factor
+from ..schemes import Solution
+from ..schemes.implicit import ImplicitScheme, contraction_factor
 from ._common import (
     check_fraction,
     flux_magnitudes,
@@ -161,7 +162,7 @@ class RecurrentImplicitBlock(eqx.Module):
         )
         return eqx.tree_at(lambda s: s.tau, placeholder, self.step_size())
 
-    def solve(self, u: Float[Array, "*shape"]) -> ImplicitSolution:
+    def solve(self, u: Float[Array, "*shape"]) -> Solution:
         """The solution with its result code, iteration count and residual (never raises)."""
         check_signal("u", u, self.in_shape)
         return self.scheme().solve_step(u)

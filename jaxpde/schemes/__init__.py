@@ -1,7 +1,13 @@
 """Time-stepping schemes built from diffusion blocks: explicit, FED and FSI cycles,
 Runge-Kutta-Chebyshev steps, the fully implicit and the semi-implicit step, and the
-multigrid solver of its system."""
+multigrid solver of its system. The schemes share one interface (`AbstractScheme`: `step`,
+`rollout`, `for_time`, `solve`), the iterative solvers one `Solution` with one `Result`
+code, and `SCHEMES` names them all."""
 
+from ._base import AbstractScheme as AbstractScheme
+from ._registry import SCHEMES as SCHEMES
+from ._solution import Result as Result
+from ._solution import Solution as Solution
 from .banded import BandedStencil as BandedStencil
 from .cycle import cycle_length_for as cycle_length_for
 from .cycle import cycle_polynomial as cycle_polynomial
@@ -21,15 +27,12 @@ from .fsi import FSIScheme as FSIScheme
 from .fsi import fsi_cycle as fsi_cycle
 from .fsi import fsi_rounding_amplification as fsi_rounding_amplification
 from .fsi import fsi_weights as fsi_weights
-from .implicit import ImplicitResult as ImplicitResult
 from .implicit import ImplicitScheme as ImplicitScheme
-from .implicit import ImplicitSolution as ImplicitSolution
 from .implicit import contraction_factor as contraction_factor
 from .implicit import implicit_residual as implicit_residual
 from .multigrid import Multigrid as Multigrid
 from .multigrid import MultigridHierarchy as MultigridHierarchy
 from .multigrid import MultigridLevel as MultigridLevel
-from .multigrid import MultigridSolution as MultigridSolution
 from .multigrid import OperatorInterpolation as OperatorInterpolation
 from .multigrid import OperatorRestriction as OperatorRestriction
 from .multigrid import ascend as ascend

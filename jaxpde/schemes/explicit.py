@@ -14,10 +14,14 @@ from .._checks import check_positive_float, concrete_value
 from ..blocks import DiffusionBlock, stable_step_size
 from ..fluxes import AbstractFlux
 from ..operators import AbstractOperator
-from .rollout import rollout
+from ._base import AbstractScheme, resolve_steps
+
+# `default_steps` counts t_end / tau up to this relative slack, so that a t_end that is a
+# multiple of tau up to rounding takes that many steps (and not one more).
+STEP_COUNT_SLACK = 1e-12
 
 
-class ExplicitScheme(eqx.Module):
+class ExplicitScheme(AbstractScheme):
     """Explicit (forward Euler) time stepping with one `DiffusionBlock`.
 
     **Arguments:**
@@ -45,24 +49,43 @@ class ExplicitScheme(eqx.Module):
     def tau(self) -> Float[Array, ""]:
         return self.block.tau
 
-    def __call__(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+    @property
+    def time_step(self) -> float | Float[Array, ""]:
+        """$\\tau$ (a Python float when concrete)."""
+        tau = concrete_value(self.tau)
+        return self.tau if tau is None else float(tau)
+
+    @property
+    def evaluations_per_step(self) -> int:
+        """One evaluation of the flux per step."""
+        return 1
+
+    def step(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """One time step."""
         return self.block(u)
 
-    def rollout(self, u0: Float[Array, "*shape"], num_steps: int, *, save_every: int | None = None):
-        """`num_steps` steps from `u0` (see `jaxpde.schemes.rollout`)."""
-        return rollout(self.block, u0, num_steps, save_every=save_every)
-
-    def num_steps(self, t_end: float) -> int:
+    def default_steps(self, t_end: float) -> int:
         """The fewest steps of size at most `tau` that reach time `t_end`."""
         t_end = check_positive_float("t_end", t_end)
         tau = concrete_value(self.tau)
         if tau is None:
             raise ValueError("`tau` must be concrete (not traced) to choose a number of steps.")
-        return max(1, math.ceil(t_end / float(tau) * (1 - 1e-12)))
+        return max(1, math.ceil(t_end / float(tau) * (1 - STEP_COUNT_SLACK)))
 
-    def solve(self, u0: Float[Array, "*shape"], t_end: float) -> Float[Array, "*shape"]:
-        """The state at time `t_end`, reached with `num_steps(t_end)` equal steps."""
-        steps = self.num_steps(t_end)
-        block = eqx.tree_at(lambda b: b.tau, self.block, jnp.asarray(t_end / steps, self.tau.dtype))
-        return rollout(block, u0, steps)
+    def num_steps(self, t_end: float) -> int:
+        """The former name of `default_steps`, kept for older code."""
+        return self.default_steps(t_end)
+
+    def for_time(self, t_end: float, *, steps: int | None = None) -> "ExplicitScheme":
+        """The scheme whose `steps` equal steps of size `t_end / steps` reach `t_end`
+        (`None`: `default_steps(t_end)`, the fewest steps of size at most `tau`). A step
+        no larger than `tau` (up to the slack of `default_steps`) keeps the stability check
+        of this scheme; a larger one is checked again (a `ValueError` above the stability
+        bound unless the scheme was built with `allow_unstable=True`)."""
+        t_end, steps = resolve_steps(self, t_end, steps)
+        tau = jnp.asarray(t_end / steps, self.tau.dtype)
+        known = concrete_value(self.tau)
+        if known is not None and t_end / steps <= float(known) * (1 + STEP_COUNT_SLACK):
+            return eqx.tree_at(lambda s: s.block.tau, self, tau)
+        block = self.block
+        return ExplicitScheme(block.op, block.flux, tau, allow_unstable=block.allow_unstable)

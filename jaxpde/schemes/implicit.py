@@ -15,7 +15,7 @@ $\|v\|^2 = \langle v, u\rangle - \tau\langle Kv, \Phi(Kv)\rangle \le \|v\|\,\|u\
   $\frac12\|v - u\|^2 + \tau\sum\Psi(Kv)$, so it descends for every $\tau$.
 
 Both stop when the residual $\|v - u + \tau K^\top\Phi(Kv)\|$ is at most
-`atol + rtol * ||u||` and report a result code. Gradients use the implicit function
+`atol + rtol * ||u||` and report a `Result` code (`solve_step` returns a `Solution`). Gradients use the implicit function
 theorem: one linear solve with $I + \tau K^\top \operatorname{diag}(\Phi'(Kv)) K$ instead
 of backpropagation through the iterations.
 
@@ -29,11 +29,12 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import lineax as lx
-from jaxtyping import Array, ArrayLike, Float, Int
+from jaxtyping import Array, ArrayLike, Float
 
 from .._bounds import l2_norm
 from .._checks import (
     check_int,
+    check_positive_float,
     check_rtol,
     check_signal,
     concrete_value,
@@ -42,7 +43,8 @@ from .._checks import (
 from ..blocks import check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator
-from .rollout import rollout
+from ._base import AbstractScheme, resolve_steps
+from ._solution import Result, Solution
 from .semi_implicit import (
     condition_bound,
     default_rtol,
@@ -52,30 +54,6 @@ from .semi_implicit import (
 )
 
 SOLVERS = ("auto", "fixed-point", "lagged-diffusivity")
-
-
-class ImplicitResult(eqx.Enumeration):
-    """Why the implicit solve stopped."""
-
-    successful = ""
-    max_iterations_reached = (
-        "The implicit step did not reach its tolerance within `max_iterations`; raise it, "
-        "or use solver='lagged-diffusivity' (or a smaller tau for the fixed-point iteration)."
-    )
-    nonfinite = (
-        "The implicit step produced non-finite values (the fixed-point iteration diverged, or a "
-        "linear solve of the lagged-diffusivity iteration failed)."
-    )
-
-
-class ImplicitSolution(eqx.Module):
-    """`value` $v$, the `result` code, the `iterations` used and the final `residual`
-    $\\|v - u + \\tau K^\\top\\Phi(Kv)\\|$ (Euclidean)."""
-
-    value: Array
-    result: ImplicitResult
-    iterations: Int[Array, ""]
-    residual: Float[Array, ""]
 
 
 def implicit_residual(op: AbstractOperator, flux: AbstractFlux, tau: Array, u: Array, v: Array) -> Array:
@@ -89,7 +67,7 @@ def contraction_factor(op: AbstractOperator, flux: AbstractFlux, tau: ArrayLike)
     return tau * flux.lipschitz() * op.norm_bound() ** 2
 
 
-class ImplicitScheme(eqx.Module):
+class ImplicitScheme(AbstractScheme):
     """Implicit steps $u \\mapsto v$ with $v = u - \\tau K^\\top\\Phi(Kv)$.
 
     **Arguments:**
@@ -101,10 +79,13 @@ class ImplicitScheme(eqx.Module):
     - `rtol`, `atol`: stop when the residual is at most `atol + rtol * ||u||`;
       `rtol=None` means $1000\\varepsilon(1 + \\tau L\\||K|\\|^2)$, what rounding lets the residual
       reach ($\\varepsilon$ of the input's dtype).
-    - `max_iterations`: the iteration limit (result `max_iterations_reached` beyond).
+    - `max_iterations`: the iteration limit (result `Result.max_steps_reached` beyond).
     - `throw`: `scheme(u)` raises when the solve fails; `solve_step` never does.
     - `allow_nonconvergent`: accept `"fixed-point"` with $q \\ge 1$ (with a warning), to
       study the iteration where it has no guarantee.
+
+    `for_time` builds the scheme for another $\\tau$ with the same arguments: `"auto"` picks
+    again, and `"fixed-point"` is checked again.
     """
 
     op: AbstractOperator
@@ -115,6 +96,8 @@ class ImplicitScheme(eqx.Module):
     atol: float = eqx.field(static=True)
     max_iterations: int = eqx.field(static=True)
     throw: bool = eqx.field(static=True)
+    requested_solver: str = eqx.field(static=True)  # `solver` as passed ("auto" kept)
+    allow_nonconvergent: bool = eqx.field(static=True)
 
     def __init__(
         self,
@@ -132,6 +115,7 @@ class ImplicitScheme(eqx.Module):
         check_operator_and_flux(op, flux)
         if solver not in SOLVERS:
             raise ValueError(f"`solver` must be one of {SOLVERS}, got {solver!r}.")
+        requested_solver = solver
         tau = positive_array("tau", tau, "the implicit step is stable for every tau > 0.")
         check_rtol(rtol)
         if atol < 0:
@@ -159,6 +143,8 @@ class ImplicitScheme(eqx.Module):
         self.atol = float(atol)
         self.max_iterations = check_int("max_iterations", max_iterations, minimum=1)
         self.throw = bool(throw)
+        self.requested_solver = requested_solver
+        self.allow_nonconvergent = bool(allow_nonconvergent)
 
     def contraction_factor(self) -> Float[Array, ""]:
         """$q = \\tau\\,\\mathrm{Lip}(\\Phi)\\,\\|K\\|^2$ (see `contraction_factor`)."""
@@ -171,28 +157,53 @@ class ImplicitScheme(eqx.Module):
             return self.atol + default_rtol(u.dtype, condition) * l2_norm(u)
         return self.atol + self.rtol * l2_norm(u)
 
-    def solve_step(self, u: Float[Array, "*shape"]) -> ImplicitSolution:
-        """One step, with its result code; differentiable by the implicit function theorem."""
+    def solve_step(self, u: Float[Array, "*shape"]) -> Solution:
+        """One step as a `Solution` (`value` $v$, `result`, `iterations`, `residual`
+        $\\|v - u + \\tau K^\\top\\Phi(Kv)\\|$); differentiable by the implicit function theorem."""
         check_signal("u", u, self.op.in_shape)
         value, (iterations, residual, finite) = _solve((self, u))
         tolerance = self.tolerance(u)
-        result = ImplicitResult.where(
+        result = Result.where(
             finite,
-            ImplicitResult.where(residual <= tolerance, ImplicitResult.successful, ImplicitResult.max_iterations_reached),
-            ImplicitResult.nonfinite,
+            Result.where(residual <= tolerance, Result.successful, Result.max_steps_reached),
+            Result.nonfinite,
         )
-        return ImplicitSolution(value, result, iterations, residual)
+        return Solution(value, result, iterations, residual)
 
-    def __call__(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+    @property
+    def time_step(self) -> float | Float[Array, ""]:
+        """$\\tau$ (a Python float when concrete)."""
+        tau = concrete_value(self.tau)
+        return self.tau if tau is None else float(tau)
+
+    @property
+    def evaluations_per_step(self) -> None:
+        """`None`: the iterations vary (`solve_step(u).iterations`)."""
+        return None
+
+    def step(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """One step (raises when the solve fails and `throw=True`)."""
         solution = self.solve_step(u)
         if self.throw:
-            return solution.result.error_if(solution.value, solution.result != ImplicitResult.successful)
+            return solution.result.error_if(solution.value, solution.result != Result.successful)
         return solution.value
 
-    def rollout(self, u0: Float[Array, "*shape"], num_steps: int, *, save_every: int | None = None):
-        """`num_steps` steps from `u0` (see `jaxpde.schemes.rollout`)."""
-        return rollout(self, u0, num_steps, save_every=save_every)
+    def default_steps(self, t_end: float) -> int:
+        """One step: the step is stable for every $\\tau$."""
+        check_positive_float("t_end", t_end)
+        return 1
+
+    def for_time(self, t_end: float, *, steps: int | None = None) -> "ImplicitScheme":
+        """The scheme whose `steps` equal steps of size `t_end / steps` reach `t_end` (`None`: one
+        step), built with the arguments of this one (`"auto"` picks the solver again; a
+        `ValueError` when `"fixed-point"` does not contract at the new step size, unless
+        `allow_nonconvergent=True`)."""
+        t_end, steps = resolve_steps(self, t_end, steps)
+        return ImplicitScheme(
+            self.op, self.flux, jnp.asarray(t_end / steps, self.tau.dtype), solver=self.requested_solver,
+            rtol=self.rtol, atol=self.atol, max_iterations=self.max_iterations, throw=self.throw,
+            allow_nonconvergent=self.allow_nonconvergent,
+        )
 
 
 def _iterate(scheme: ImplicitScheme, u: Array) -> tuple[Array, Array, Array]:
@@ -217,7 +228,7 @@ def _iterate(scheme: ImplicitScheme, u: Array) -> tuple[Array, Array, Array]:
         def update(v):
             frozen = Frozen(flux, op(v))
             solution = solve_diffusion_system(op, frozen, tau, u, rtol=inner_rtol, throw=False)
-            return jnp.where(solution.result == lx.RESULTS.successful, solution.value, jnp.nan)
+            return jnp.where(solution.result == Result.successful, solution.value, jnp.nan)
 
     def keep_going(carry):
         _, residual, iterations = carry

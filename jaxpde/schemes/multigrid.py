@@ -41,14 +41,14 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
-import lineax as lx
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int
+from jaxtyping import Array, ArrayLike, Float
 
 from .._bounds import l2_norm
 from .._checks import as_float_array, check_int, check_rtol, check_signal
 from ..fluxes import Frozen, Linear
 from ..operators import AbstractOperator, Derivative, Stencil
+from ._solution import Result, Solution
 from .banded import BandedStencil, schur_norm_bound
 
 # Prolongation kernels (transposed convolutions with stride 2): interpolation of order 2
@@ -532,18 +532,6 @@ def full_multigrid(hierarchy: MultigridHierarchy, f: Float[Array, " n"], *, gamm
     return x
 
 
-class MultigridSolution(eqx.Module):
-    """The solution `value`, lineax's `result` code, the number of `cycles` run, the final
-    Euclidean `residual` $\\|f - Ax\\|$ and the relative residual `history`
-    $\\|f - Ax_k\\| / \\|f\\|$ for $k = 0, \\dots,$ `cycles` (NaN beyond)."""
-
-    value: Array
-    result: lx.RESULTS
-    cycles: Int[Array, ""]
-    residual: Float[Array, ""]
-    history: Float[Array, " max_cycles_plus_one"]
-
-
 def single_channel_stencil(op: AbstractOperator) -> Stencil:
     """The stencil of `op`, or a `TypeError` when multigrid cannot use it."""
     stencil = op.stencil if isinstance(op, Derivative) else op
@@ -593,7 +581,7 @@ class Multigrid(eqx.Module):
     - `coarsest`: stop coarsening at this many points or fewer.
     - `rtol`: stop at $\\|f - Ax\\| \\le$ `rtol` $\\|f\\|$ (`None`: $1000\\varepsilon$ times the largest
       absolute row sum of $A$, what rounding lets the cycles reach).
-    - `max_cycles`: the most cycles; the result is `max_steps_reached` after them.
+    - `max_cycles`: the most cycles; the result is `Result.max_steps_reached` after them.
     - `full_multigrid`: start from the full-multigrid approximation (when no `x0` is given).
     - `throw`: raise when the tolerance is not reached.
     """
@@ -676,9 +664,12 @@ class Multigrid(eqx.Module):
         self, A: BandedStencil, f: Float[Array, " n"], x0: Float[Array, " n"] | None = None,
         *, hierarchy: MultigridHierarchy | None = None, rtol: float | Float[Array, ""] | None = None,
         throw: bool | None = None,
-    ) -> MultigridSolution:
+    ) -> Solution:
         """Cycles from `x0` (`None`: the full-multigrid start, or zero) until the relative
-        residual is at most `rtol` or `max_cycles` have run. `hierarchy` reuses levels
+        residual is at most `rtol` or `max_cycles` have run. Returns a `Solution`: the cycles
+        run as its `iterations`, the final Euclidean residual $\\|f - Ax\\|$ and the relative
+        residuals $\\|f - Ax_k\\| / \\|f\\|$, $k = 0, \\dots,$ `iterations`, as its `history`
+        (NaN beyond). `hierarchy` reuses levels
         built by `self.hierarchy(A)`; `rtol` and `throw` override the configuration. One
         compiled program per system shape (called eagerly, the hierarchy and the start would
         compile op by op)."""
@@ -708,10 +699,10 @@ class Multigrid(eqx.Module):
 
         x, cycles, relative, history = jax.lax.while_loop(unfinished, step, (x0, jnp.array(0), first, history))
         ok = relative <= rtol
-        result = lx.RESULTS.where(ok, lx.RESULTS.successful, lx.RESULTS.max_steps_reached)
+        result = Result.where(ok, Result.successful, Result.max_steps_reached)
         if self.throw if throw is None else throw:
             x = result.error_if(x, ~ok)
-        return MultigridSolution(x, result, cycles, relative * scale, history)
+        return Solution(x, result, cycles, relative * scale, history)
 
 
 def energy_norm(A: BandedStencil, e: Float[Array, " n"]) -> Float[Array, ""]:

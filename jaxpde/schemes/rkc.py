@@ -63,7 +63,7 @@ from .._checks import check_int, check_positive_float, concrete_value, positive_
 from ..blocks import DiffusionBlock, check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator
-from .rollout import rollout
+from ._base import AbstractScheme, resolve_steps
 
 DEFAULT_DAMPING = 2 / 13
 ORDERS = (1, 2)
@@ -355,7 +355,7 @@ def rkc_step(
     return final
 
 
-class RKCScheme(eqx.Module):
+class RKCScheme(AbstractScheme):
     r"""Runge-Kutta-Chebyshev steps of $\partial_t u = -K^\top\Phi(Ku)$: `scheme(u)` is one step of
     size `tau` with $s$ = `stages` evaluations of the right-hand side.
 
@@ -469,23 +469,30 @@ class RKCScheme(eqx.Module):
         """$\\rho$ of the step-count rule (`rkc_spectral_radius`)."""
         return rkc_spectral_radius(self.block.op, self.block.flux, frozen=self.frozen)
 
-    def __call__(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+    @property
+    def time_step(self) -> float | Float[Array, ""]:
+        """$\\tau$ (a Python float when concrete)."""
+        tau = concrete_value(self.tau)
+        return self.tau if tau is None else float(tau)
+
+    @property
+    def evaluations_per_step(self) -> int:
+        """$s$, the stages (evaluations of the right-hand side) of a step."""
+        return self.stages
+
+    def step(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """One step."""
         return rkc_step(self.block, u, self.coefficients, self.frozen)
 
-    def step(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        """One step (the same as calling the scheme)."""
-        return self(u)
+    def default_steps(self, t_end: float) -> int:
+        """One step: its stages follow from the step-count rule (`for_time`)."""
+        check_positive_float("t_end", t_end)
+        return 1
 
-    def rollout(self, u0: Float[Array, "*shape"], num_steps: int, *, save_every: int | None = None):
-        """`num_steps` steps from `u0` (see `jaxpde.schemes.rollout`)."""
-        return rollout(self, u0, num_steps, save_every=save_every)
-
-    def for_time(self, t_end: float, *, steps: int = 1) -> "RKCScheme":
-        """The scheme whose `steps` equal steps advance exactly `t_end`: $\\tau$ = `t_end / steps`
-        and $s$ by the step-count rule (same order, damping, freezing and padding)."""
-        t_end = check_positive_float("t_end", t_end)
-        steps = check_int("steps", steps, minimum=1)
+    def for_time(self, t_end: float, *, steps: int | None = None) -> "RKCScheme":
+        """The scheme whose `steps` equal steps advance exactly `t_end` (`None`: one): $\\tau$ =
+        `t_end / steps` and $s$ by the step-count rule (same order, damping, freezing and padding)."""
+        t_end, steps = resolve_steps(self, t_end, steps)
         tau = t_end / steps
         rho = concrete_value(self.spectral_radius())
         if rho is None:
@@ -501,7 +508,3 @@ class RKCScheme(eqx.Module):
             block.op, block.flux, jnp.asarray(tau, self.tau.dtype), stages=stages, order=self.order,
             damping=self.damping, frozen=self.frozen, max_stages=self.max_stages, allow_unstable=self.allow_unstable,
         )
-
-    def solve(self, u0: Float[Array, "*shape"], t_end: float, *, steps: int = 1) -> Float[Array, "*shape"]:
-        """The state at time `t_end`, reached with `steps` steps (`for_time`)."""
-        return self.for_time(t_end, steps=steps).rollout(u0, steps)

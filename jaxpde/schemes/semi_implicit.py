@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import lineax as lx
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float, Int
+from jaxtyping import Array, ArrayLike, Float
 
 from .._bounds import l2_norm
 from .._checks import (
@@ -29,14 +29,16 @@ from .._checks import (
     check_positive_float,
     check_rtol,
     check_signal,
+    concrete_value,
     positive_array,
 )
 from ..blocks import check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator, Derivative, Matrix, Stencil
+from ._base import AbstractScheme, resolve_steps
+from ._solution import Result, Solution
 from .banded import BandedStencil
 from .multigrid import Multigrid, diffusion_stencil, single_channel_stencil
-from .rollout import rollout
 
 
 def default_rtol(dtype, condition: ArrayLike = 1.0) -> Array:
@@ -104,17 +106,6 @@ def diffusion_system(
     return lx.FunctionLinearOperator(matvec, jax.eval_shape(matvec, structure), tags)
 
 
-class LinearSolution(eqx.Module):
-    """The solution `value` of a diffusion system, lineax's `result` code, the solver's
-    `steps` (conjugate-gradient iterations or multigrid cycles; 0 for the direct solvers) and the
-    Euclidean `residual` $\\|b - (I + \\tau K^\\top G K)x\\|$, recomputed."""
-
-    value: Array
-    result: lx.RESULTS
-    steps: Int[Array, ""]
-    residual: Float[Array, ""]
-
-
 def solve_diffusion_system(
     op: AbstractOperator,
     flux: Frozen,
@@ -125,7 +116,7 @@ def solve_diffusion_system(
     max_steps: int | None = None,
     throw: bool = True,
     multigrid: Multigrid | None = None,
-) -> LinearSolution:
+) -> Solution:
     r"""Solve $(I + \tau K^\top G K)\,x = $ `rhs` (see `diffusion_system`): with a
     tridiagonal solve for two-tap stencils that are not periodic, by a Cholesky
     factorisation of the assembled matrix for a dense `Matrix` $K$, iteratively otherwise. The
@@ -133,9 +124,11 @@ def solve_diffusion_system(
     a Euclidean residual of `rtol * ||rhs||` (`None`: `default_rtol` with `condition_bound`)
     or after `max_steps` (`None`: 10 times the unknowns for CG, the configuration's
     `max_cycles` for multigrid); the result is `successful` when the recomputed residual is
-    within twice that. Differentiable: the iterative solve is a
-    `jax.lax.custom_linear_solve`, so tangents and cotangents are solved with the same rule
-    for their own right-hand sides."""
+    within twice that (else `max_steps_reached`). Returns a `Solution` whose `iterations` are
+    the conjugate-gradient iterations or multigrid cycles (0 for the direct solvers) and whose
+    `residual` is the Euclidean $\|b - (I + \tau K^\top G K)x\|$, recomputed.
+    Differentiable: the iterative solve is a `jax.lax.custom_linear_solve`, so tangents and
+    cotangents are solved with the same rule for their own right-hand sides."""
     system = diffusion_system(op, flux, tau, vector_structure(rhs)) if multigrid is None else None
     if multigrid is None and isinstance(op, Matrix):
         # A dense K: Cholesky of the assembled matrix, no iteration (under vmap an
@@ -175,15 +168,15 @@ def solve_diffusion_system(
             def solve(matvec, b):
                 del matvec  # the cycles use the levels of the same matrix
                 solution = multigrid.solve(banded, b, hierarchy=hierarchy, rtol=jax.lax.stop_gradient(rtol), throw=False)
-                return solution.value, solution.cycles
+                return solution.value, solution.iterations
 
         x, steps = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True, has_aux=True)
         residual = l2_norm(rhs - matvec(x))
         ok = residual <= 2 * jax.lax.stop_gradient(rtol) * l2_norm(rhs)
-    result = lx.RESULTS.where(ok, lx.RESULTS.successful, lx.RESULTS.max_steps_reached)
+    result = Result.where(ok, Result.successful, Result.max_steps_reached)
     if throw:
         x = result.error_if(x, ~ok)
-    return LinearSolution(x, result, steps, residual)
+    return Solution(x, result, steps, residual)
 
 
 # Blocks of at most this size are factorised column by column; larger ones recursively.
@@ -254,7 +247,7 @@ def euclidean_cg(rtol: float | Float[Array, ""], rhs: Array, max_steps: int) -> 
     return lx.CG(rtol=0.0, atol=atol, norm=l2_norm, max_steps=max_steps)
 
 
-class SemiImplicitScheme(eqx.Module):
+class SemiImplicitScheme(AbstractScheme):
     """Semi-implicit steps $u \\mapsto (I + \\tau K^\\top G(u) K)^{-1} u$.
 
     **Arguments:**
@@ -304,9 +297,9 @@ class SemiImplicitScheme(eqx.Module):
         self.multigrid = multigrid
 
     @eqx.filter_jit
-    def solve_step(self, u: Float[Array, "*shape"]) -> LinearSolution:
-        """One step, with its result code, solver steps and residual (one compiled program
-        per shape, also when called eagerly)."""
+    def solve_step(self, u: Float[Array, "*shape"]) -> Solution:
+        """One step as a `Solution`: with its result code, solver iterations and residual (one
+        compiled program per shape, also when called eagerly)."""
         check_signal("u", u, self.op.in_shape)
         frozen = Frozen(self.flux, self.op(u))
         return solve_diffusion_system(
@@ -314,17 +307,28 @@ class SemiImplicitScheme(eqx.Module):
             multigrid=self.multigrid,
         )
 
-    def __call__(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        """One step."""
+    @property
+    def time_step(self) -> float | Float[Array, ""]:
+        """$\\tau$ (a Python float when concrete)."""
+        tau = concrete_value(self.tau)
+        return self.tau if tau is None else float(tau)
+
+    @property
+    def evaluations_per_step(self) -> None:
+        """`None`: the linear solver's iterations vary (`solve_step(u).iterations`)."""
+        return None
+
+    def step(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        """One step (raises when the linear solve fails and `throw=True`)."""
         return self.solve_step(u).value
 
-    def rollout(self, u0: Float[Array, "*shape"], num_steps: int, *, save_every: int | None = None):
-        """`num_steps` steps from `u0` (see `jaxpde.schemes.rollout`)."""
-        return rollout(self, u0, num_steps, save_every=save_every)
+    def default_steps(self, t_end: float) -> int:
+        """One step: the step is stable for every $\\tau$."""
+        check_positive_float("t_end", t_end)
+        return 1
 
-    def solve(self, u0: Float[Array, "*shape"], t_end: float, num_steps: int) -> Float[Array, "*shape"]:
-        """The state at time `t_end` after `num_steps` equal steps of size `t_end / num_steps`."""
-        t_end = check_positive_float("t_end", t_end)
-        num_steps = check_int("num_steps", num_steps, minimum=1)
-        scheme = eqx.tree_at(lambda s: s.tau, self, jnp.asarray(t_end / num_steps, self.tau.dtype))
-        return rollout(scheme, u0, num_steps)
+    def for_time(self, t_end: float, *, steps: int | None = None) -> "SemiImplicitScheme":
+        """The scheme whose `steps` equal steps of size `t_end / steps` reach `t_end` (`None`: one
+        step); the solver configuration is kept."""
+        t_end, steps = resolve_steps(self, t_end, steps)
+        return eqx.tree_at(lambda s: s.tau, self, jnp.asarray(t_end / steps, self.tau.dtype))
