@@ -18,7 +18,7 @@ import abc
 import equinox as eqx
 from jaxtyping import Array, Float
 
-from .._checks import check_int, check_positive_float
+from .._checks import check_int, check_positive_float, concrete_value
 from .rollout import rollout
 
 
@@ -81,3 +81,9 @@ def resolve_steps(scheme: AbstractScheme, t_end: float, steps: int | None) -> tu
     if steps is None:
         return t_end, scheme.default_steps(t_end)
     return t_end, check_int("steps", steps, minimum=1)
+
+
+def concrete_time(tau: Float[Array, ""]) -> float | Float[Array, ""]:
+    """`tau` as a Python float when it is concrete, else the traced array (for `time_step`)."""
+    known = concrete_value(tau)
+    return tau if known is None else float(known)

@@ -14,7 +14,7 @@ from .._checks import check_positive_float, concrete_value
 from ..blocks import DiffusionBlock, stable_step_size
 from ..fluxes import AbstractFlux
 from ..operators import AbstractOperator
-from ._base import AbstractScheme, resolve_steps
+from ._base import AbstractScheme, concrete_time, resolve_steps
 
 # `default_steps` counts t_end / tau up to this relative slack, so that a t_end that is a
 # multiple of tau up to rounding takes that many steps (and not one more).
@@ -52,8 +52,7 @@ class ExplicitScheme(AbstractScheme):
     @property
     def time_step(self) -> float | Float[Array, ""]:
         """$\\tau$ (a Python float when concrete)."""
-        tau = concrete_value(self.tau)
-        return self.tau if tau is None else float(tau)
+        return concrete_time(self.tau)
 
     @property
     def evaluations_per_step(self) -> int:

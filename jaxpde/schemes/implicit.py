@@ -43,7 +43,7 @@ from .._checks import (
 from ..blocks import check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator
-from ._base import AbstractScheme, resolve_steps
+from ._base import AbstractScheme, concrete_time, resolve_steps
 from ._solution import Result, Solution
 from .semi_implicit import (
     condition_bound,
@@ -173,8 +173,7 @@ class ImplicitScheme(AbstractScheme):
     @property
     def time_step(self) -> float | Float[Array, ""]:
         """$\\tau$ (a Python float when concrete)."""
-        tau = concrete_value(self.tau)
-        return self.tau if tau is None else float(tau)
+        return concrete_time(self.tau)
 
     @property
     def evaluations_per_step(self) -> None:

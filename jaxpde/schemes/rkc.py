@@ -63,7 +63,7 @@ from .._checks import check_int, check_positive_float, concrete_value, positive_
 from ..blocks import DiffusionBlock, check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator
-from ._base import AbstractScheme, resolve_steps
+from ._base import AbstractScheme, concrete_time, resolve_steps
 
 DEFAULT_DAMPING = 2 / 13
 ORDERS = (1, 2)
@@ -472,8 +472,7 @@ class RKCScheme(AbstractScheme):
     @property
     def time_step(self) -> float | Float[Array, ""]:
         """$\\tau$ (a Python float when concrete)."""
-        tau = concrete_value(self.tau)
-        return self.tau if tau is None else float(tau)
+        return concrete_time(self.tau)
 
     @property
     def evaluations_per_step(self) -> int:

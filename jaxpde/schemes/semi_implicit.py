@@ -29,13 +29,12 @@ from .._checks import (
     check_positive_float,
     check_rtol,
     check_signal,
-    concrete_value,
     positive_array,
 )
 from ..blocks import check_operator_and_flux
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator, Derivative, Matrix, Stencil
-from ._base import AbstractScheme, resolve_steps
+from ._base import AbstractScheme, concrete_time, resolve_steps
 from ._solution import Result, Solution
 from .banded import BandedStencil
 from .multigrid import Multigrid, diffusion_stencil, single_channel_stencil
@@ -310,8 +309,7 @@ class SemiImplicitScheme(AbstractScheme):
     @property
     def time_step(self) -> float | Float[Array, ""]:
         """$\\tau$ (a Python float when concrete)."""
-        tau = concrete_value(self.tau)
-        return self.tau if tau is None else float(tau)
+        return concrete_time(self.tau)
 
     @property
     def evaluations_per_step(self) -> None:
