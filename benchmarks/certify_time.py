@@ -34,6 +34,9 @@ COMPILE_EVENTS = {
 
 
 def child(claim_id: str, thorough: bool, cache: str) -> dict:
+    from jaxpde._xla_flags import prefer_quick_compilation
+
+    prefer_quick_compilation()  # as `jaxpde certify` does, before JAX starts
     import jax
 
     jax.config.update("jax_enable_x64", True)
@@ -72,6 +75,7 @@ def child(claim_id: str, thorough: bool, cache: str) -> dict:
         "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
         "load_average": os.getloadavg()[0],  # other work on the machine slows every row
         "dtype": "float64",
+        "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }
 
 
@@ -121,7 +125,8 @@ def _markdown(payload: dict) -> str:
             "--seed 0`): cold = an empty compilation cache (filled by that run), warm = a fresh process with "
             "that cache. Compile = tracing + lowering + XLA compilation (`jax.monitoring` events); "
             "run = the rest of the claim's wall-clock. Claims in one process share programs, so the whole "
-            "command takes less than the sum of the rows."
+            "command takes less than the sum of the rows. XLA_FLAGS of the claims' processes, as `jaxpde certify` "
+            f"sets them (`jaxpde._xla_flags`): `{rows[0]['cold'].get('xla_flags') or '(none)'}`."
         ),
         "",
         f"{payload['claims_measured']} of the {payload['claims_registered']} registered claims measured."

@@ -27,7 +27,7 @@ tridiagonal systems (m = 1) the same solver with operator-dependent interpolatio
 - the convergence factor per cycle: the geometric mean of the residual reduction over the
   cycles after the full-multigrid start (`solution.history`), and the energy-norm factor
   ||E e||_A / ||e||_A of the V(2,2) error propagation E (`error_propagation`,
-  `energy_norm`) after 20 power iterations from a random start (a lower bound of ||E||_A,
+  `energy_power_iteration`) after 20 power iterations from a random start (a lower bound of ||E||_A,
   close to it once the iteration has converged);
 - the time to relative residual 1e-8: the hierarchy setup (`Multigrid.hierarchy(A)`) and
   the solve (`solve(A, f, hierarchy=h)`), each jitted, compiled first, medians of repeated
@@ -92,11 +92,12 @@ from common import finite_json, machine
 
 import jaxpde
 from jaxpde import fluxes
+from jaxpde.reference import band_sparse_matrix, derivative_taps, stencil_sparse_matrix
 from jaxpde.schemes import Result, solve_diffusion_system
 from jaxpde.schemes.multigrid import (
     Multigrid,
     diffusion_stencil,
-    energy_norm,
+    energy_power_iteration,
     error_propagation,
 )
 
@@ -143,17 +144,6 @@ def piecewise_smooth_signal(n: int) -> np.ndarray:
     return smooth + steps
 
 
-def sparse_derivative(m: int, n: int, boundary: str) -> scipy.sparse.csr_matrix:
-    """D_m with h = 1/n as a SciPy matrix, from its binomial kernel (independent of jaxpde)."""
-    kernel = [(-1) ** (m - j) * math.comb(m, j) * float(n) ** m for j in range(m + 1)]
-    rows = n if boundary == "periodic" else n - m
-    i = np.arange(rows)
-    data = np.concatenate([np.full(rows, c) for c in kernel])
-    row_index = np.concatenate([i] * (m + 1))
-    col_index = np.concatenate([(i + j) % n for j in range(m + 1)])
-    return scipy.sparse.csr_matrix((data, (row_index, col_index)), shape=(rows, n))
-
-
 class System:
     """One system: the operator, the data, the jaxpde and SciPy matrices."""
 
@@ -162,7 +152,7 @@ class System:
         self.operator, self.diffusivity, self.n, self.m, self.boundary = operator, diffusivity, n, m, boundary
         self.op = jaxpde.Derivative(m, n, h=1.0 / n, boundary=boundary)
         self.u = piecewise_smooth_signal(n)
-        K = sparse_derivative(m, n, boundary)
+        K = stencil_sparse_matrix(derivative_taps(m, 1.0 / n), n, boundary)  # from the definition
         s = K @ self.u
         self.lam = float(np.median(np.abs(s)))
         # tau = S / ||K||^2 at n = tau_n (the current n, or the smallest with --fixed-tau).
@@ -194,25 +184,8 @@ class System:
 
     def banded_difference(self, diagonals: np.ndarray) -> float:
         """Largest entrywise |diffusion_stencil - SciPy matrix| over the largest |entry|."""
-        difference = abs(banded_matrix(diagonals, self.boundary == "periodic") - self.matrix)
+        difference = abs(band_sparse_matrix(diagonals, self.boundary == "periodic") - self.matrix)
         return float(difference.max()) / float(abs(self.matrix).max())
-
-
-def banded_matrix(diagonals: np.ndarray, periodic: bool) -> scipy.sparse.csr_matrix:
-    """The SciPy matrix of `BandedStencil` diagonals: entry (i, i + d) is diagonals[d + b, i]
-    (column modulo n when periodic; dropped outside [0, n) otherwise)."""
-    width, n = diagonals.shape
-    b = width // 2
-    i = np.arange(n)
-    rows, columns, data = [], [], []
-    for d in range(-b, b + 1):
-        column = (i + d) % n if periodic else i + d
-        inside = (column >= 0) & (column < n)
-        rows.append(i[inside])
-        columns.append(column[inside])
-        data.append(diagonals[d + b][inside])
-    coo = (np.concatenate(data), (np.concatenate(rows), np.concatenate(columns)))
-    return scipy.sparse.csr_matrix(coo, shape=(n, n))
 
 
 # ---------------------------------------------------------------- timing
@@ -256,16 +229,10 @@ def mg_solve(config, A, f, hierarchy):
 
 
 @jax.jit
-def energy_factor(A, hierarchy, e):
-    """||E e_k||_A / ||e_k||_A after POWER_ITERATIONS normalised power iterations with E."""
-
-    def body(_, carry):
-        e, _ = carry
-        e = e / energy_norm(A, e)
-        propagated = error_propagation(hierarchy, e)
-        return propagated, energy_norm(A, propagated)
-
-    return jax.lax.fori_loop(0, POWER_ITERATIONS, body, (e, jnp.zeros((), e.dtype)))[1]
+def energy_norm_estimate(A, hierarchy, e):
+    """||E e_k||_A, ||e_k||_A = 1, after POWER_ITERATIONS normalised power iterations with E
+    (`energy_power_iteration`): a lower bound of ||E||_A."""
+    return energy_power_iteration(lambda e: error_propagation(hierarchy, e), A, e, POWER_ITERATIONS)[-1]
 
 
 def run_multigrid(system: System, args, config: Multigrid = MULTIGRID) -> dict:
@@ -281,7 +248,7 @@ def run_multigrid(system: System, args, config: Multigrid = MULTIGRID) -> dict:
     residual_factor = float((history[-1] / history[0]) ** (1 / cycles)) if cycles > 0 and history[0] > 0 else None
     start = jax.random.normal(jax.random.key(0), (system.n,), jnp.float64)
     power_start = time.perf_counter()
-    energy = float(energy_factor(A, hierarchy, start))
+    energy = float(energy_norm_estimate(A, hierarchy, start))
     total = hierarchy_run["seconds"] + solve_run["seconds"]
     return {
         "levels": len(hierarchy.sizes),

@@ -68,6 +68,7 @@ import scipy.sparse.linalg
 from common import finite_json, machine
 
 from jaxpde import Stencil, verify
+from jaxpde.reference import stencil_sparse_matrix
 from jaxpde.verify.spectral import toeplitz_grid
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
@@ -95,25 +96,6 @@ def _on_event(event: str, seconds: float, **_) -> None:
 
 
 jax.monitoring.register_event_duration_secs_listener(_on_event)
-
-
-def sparse_matrix(kernel: np.ndarray, n: int, boundary: str) -> scipy.sparse.csr_matrix:
-    """The stencil as a SciPy sparse matrix, built from the definition (see tests.helpers)."""
-    kernel = kernel[None, None] if kernel.ndim == 1 else kernel
-    c_out, c_in, k = kernel.shape
-    rows = {"neumann": n - k + 1, "periodic": n, "dirichlet": n + k - 1}[boundary]
-    data, row_index, col_index = [], [], []
-    for o in range(c_out):
-        for c in range(c_in):
-            for j in range(k):
-                i = np.arange(rows)
-                column = {"neumann": i + j, "periodic": (i + j) % n, "dirichlet": i + j - (k - 1)}[boundary]
-                inside = (column >= 0) & (column < n)
-                data.append(np.full(inside.sum(), kernel[o, c, j]))
-                row_index.append(o * rows + i[inside])
-                col_index.append(c * n + column[inside])
-    shape = (c_out * rows, c_in * n)
-    return scipy.sparse.csr_matrix((np.concatenate(data), (np.concatenate(row_index), np.concatenate(col_index))), shape)
 
 
 def fourier_start(kernel: np.ndarray, n: int, boundary: str) -> tuple[np.ndarray, bool]:
@@ -216,7 +198,7 @@ def bench_case(kernel: np.ndarray, n: int, boundary: str, repeats: int, history:
     seconds ~ n^p seen between successive sizes; both updated here."""
     operator = family(kernel, boundary)
     op = Stencil(kernel, n, boundary=boundary)
-    matrix = sparse_matrix(kernel, n, boundary)
+    matrix = stencil_sparse_matrix(kernel, n, boundary)
     start_s, (x, tie) = timed(lambda: fourier_start(kernel, n, boundary))
 
     jax.clear_caches()

@@ -63,7 +63,7 @@ Gaussian noise (standard deviation 0.1), from a seed.
 
 Knobs (values 1, 2, 3, 4, 6, 8, 12, ...): explicit: tau = tau_lim / m (also m = 1.1, 1.25,
 1.5); FED and FSI (frozen and unfrozen): M cycles, the cycle length and step from
-`for_time(T, cycles=M)`; RKC (order 2 with the diffusivity frozen per step, the same
+`for_time(T, steps=M)`; RKC (order 2 with the diffusivity frozen per step, the same
 unfrozen, order 1 damped and frozen; damping 2/13): M steps, the stages from the step-count
 rule (`for_time(T, steps=M)`); semi-implicit: N = 1, 2, 4, 8, ... steps, CG relative tolerance
 1e-2 / (100 N) (so the N solves add at most 1e-4 to the error); diffrax: the PID
@@ -117,6 +117,7 @@ from common import finite_json, machine
 
 import jaxpde
 from jaxpde import fluxes
+from jaxpde.claims.identities import fsi_slope
 from jaxpde.fluxes import Frozen
 from jaxpde.schemes import (
     ExplicitScheme,
@@ -367,7 +368,7 @@ def per_evaluation_programs(problem: Problem) -> list[dict]:
     op, flux = problem.op, problem.flux
     t_end = PER_EVALUATION_MULTIPLE * problem.tau_lim
     cycles = PER_EVALUATION_CYCLES
-    fed = FEDScheme(op, flux, cycle_length=1).for_time(t_end, cycles=cycles)
+    fed = FEDScheme(op, flux, cycle_length=1).for_time(t_end, steps=cycles)
     length = fed.cycle_length
     steps = cycles * length
     fractions = fed_step_sizes(1.0, length)
@@ -385,7 +386,7 @@ def per_evaluation_programs(problem: Problem) -> list[dict]:
         ),
     ]
     for frozen in (True, False):
-        fsi = FSIScheme(op, flux, cycle_length=1, frozen=frozen).for_time(t_end, cycles=cycles)
+        fsi = FSIScheme(op, flux, cycle_length=1, frozen=frozen).for_time(t_end, steps=cycles)
         weights = fsi_weights(fsi.cycle_length)
         mode = "frozen" if frozen else "unfrozen"
         rows += [
@@ -510,7 +511,7 @@ def configure(problem: Problem, scheme: str, knob, t_end: float) -> tuple[dict, 
             base = FEDScheme(op, flux, cycle_length=1)
         else:
             base = FSIScheme(op, flux, cycle_length=1, frozen=scheme == "fsi-frozen")
-        planned = base.for_time(t_end, cycles=knob)
+        planned = base.for_time(t_end, steps=knob)
         tau = float(planned.tau_max if scheme == "fed" else planned.tau)
         length = planned.cycle_length
         reached = knob * cycle_time(tau, length)
@@ -519,7 +520,7 @@ def configure(problem: Problem, scheme: str, knob, t_end: float) -> tuple[dict, 
                 "knob_name": "cycles M", "cycle_length": length, "tau": tau, "evaluations": knob * length,
                 "time_reached_rel_deviation": abs(reached - t_end) / t_end,
             },
-            lambda v: base.solve(v, t_end, cycles=knob),
+            lambda v: base.solve(v, t_end, steps=knob),
         )
     if scheme in RKC_VARIANTS:
         order, frozen = RKC_VARIANTS[scheme]
@@ -647,15 +648,6 @@ def best(points: list[dict], key: str) -> dict | None:
 
 
 # ---------------------------------------------------------------- cycle identities and FED rounding
-
-
-def fsi_slope(length: int) -> float:
-    """-q_n'(0) from the FSI recurrence q_{k+1} = a_k (1 - x) q_k + (1 - a_k) q_{k-1} with
-    the package's weights (q = 1 at x = 0, so q'_{k+1} = a_k (q'_k - 1) + (1 - a_k) q'_{k-1})."""
-    previous = current = 0.0
-    for a in fsi_weights(length):
-        previous, current = current, a * (current - 1) + (1 - a) * previous
-    return -current
 
 
 def cycle_checks(linear: Problem) -> dict:

@@ -10,6 +10,8 @@ import time
 
 import jax
 
+from ._xla_flags import prefer_quick_compilation
+
 
 def _enable_compilation_cache() -> None:
     """Keep compiled programs between runs (set JAXPDE_CACHE_DIR= to disable)."""
@@ -344,6 +346,7 @@ def _write_report(directory: pathlib.Path, certificates, budget, seed: int, mesh
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    prefer_quick_compilation()  # before the first computation starts JAX's backends
     _enable_compilation_cache()
     jax.config.update("jax_enable_x64", True)
     return run_demo(args) if args.command == "demo" else certify(args)

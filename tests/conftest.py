@@ -6,6 +6,14 @@ import hypothesis
 import jax
 import pytest
 
+from jaxpde._xla_flags import prefer_quick_compilation
+
+# The suite compiles many small programs: XLA:CPU's loop emitters, as `jaxpde certify` uses.
+prefer_quick_compilation()
+
+# Four CPU devices: the claim checks run sharded across them (`helpers.CLAIM_DEVICES`);
+# everything else runs on the first, as on a one-device machine.
+jax.config.update("jax_num_cpu_devices", 4)
 # Numerics tests run in float64 on purpose; float32 paths are tested explicitly.
 jax.config.update("jax_enable_x64", True)
 # Catch silent broadcasting in stencils.
@@ -37,7 +45,10 @@ hypothesis.settings.load_profile(PROFILE)
 # The two workers take one file at a time in collection order (pyproject.toml: --dist
 # loadfile, --no-loadscope-reorder). Files with long single tests go first, so that the
 # last files to start are short ones and neither worker idles at the end.
-LONG_FILES_FIRST = ("test_readme.py", "test_unet.py", "test_multigrid.py", "test_resnet.py", "test_energy.py")
+LONG_FILES_FIRST = (
+    "test_claims.py", "test_scheme_claims.py", "test_readme.py", "test_sharding.py", "test_multigrid_claims.py",
+    "test_network_claims.py", "test_image_claims.py", "test_demo.py", "test_unet.py", "test_multigrid.py",
+)
 
 
 def pytest_collection_modifyitems(config, items):

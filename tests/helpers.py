@@ -1,7 +1,5 @@
 """Shared test helpers: tolerances, comparisons, independent references, strategies."""
 
-import math
-
 import jax
 import numpy as np
 import pytest
@@ -9,6 +7,15 @@ import pytest
 import jaxpde
 import jaxpde.testing
 from jaxpde import fluxes
+
+# The dense reference matrices: one independent construction (NumPy loops over the taps
+# and the boundary rule), shared with the claims and the benchmarks.
+from jaxpde.reference import (  # noqa: F401
+    band_matrix,
+    derivative_taps,
+    stencil_matrix,
+    stencil_sparse_matrix,
+)
 
 # Registries that generic tests parametrize over.
 ALL_BOUNDARIES = jaxpde.BOUNDARIES
@@ -43,27 +50,39 @@ def tolerance(dtype) -> dict[str, float]:
     return {"rtol": 2e-5, "atol": 2e-5}
 
 
-def stencil_matrix(kernel, n: int, boundary: str, offset: int = 0) -> np.ndarray:
-    """Dense matrix of a stencil, built from the definition (independent of jaxpde):
-    row i of output channel o holds kernel[o, c, j] at input (c, column) with column
-    i + j (neumann), (i + j + offset) mod n (periodic) or i + j - (k - 1) (dirichlet)."""
-    kernel = np.asarray(kernel, np.float64)
-    single = kernel.ndim == 1
-    if single:
-        kernel = kernel[None, None]
-    c_out, c_in, k = kernel.shape
-    rows = {"neumann": n - k + 1, "periodic": n, "dirichlet": n + k - 1}[boundary]
-    matrix = np.zeros((c_out, rows, c_in, n))
-    for i in range(rows):
-        for j in range(k):
-            column = {"neumann": i + j, "periodic": (i + j + offset) % n, "dirichlet": i + j - (k - 1)}[boundary]
-            if 0 <= column < n:
-                matrix[:, i, :, column] += kernel[:, :, j]
-    return matrix.reshape(c_out * rows, c_in * n)
+def operator_matrix(op) -> np.ndarray:
+    """The matrix of a `Derivative`, `Stencil`, `Stencil2D` or `Matrix` from its taps (or
+    entries) and boundary rule (`jaxpde.reference`), without applying the operator."""
+    if isinstance(op, jaxpde.Matrix):
+        return np.asarray(op.matrix, np.float64)
+    if isinstance(op, jaxpde.Derivative):
+        return stencil_matrix(derivative_taps(op.order, float(op.h)), op.n, op.boundary)
+    if isinstance(op, jaxpde.Stencil2D):
+        return stencil_matrix(np.asarray(op.kernel), op.shape, op.boundary, op.offset)
+    if isinstance(op, jaxpde.Stencil):
+        return stencil_matrix(np.asarray(op.kernel), op.n, op.boundary, op.offset)
+    raise TypeError(f"no reference matrix for {type(op).__name__}")
 
 
-def derivative_kernel(order: int, h: float) -> np.ndarray:
-    return np.array([(-1) ** (order - j) * math.comb(order, j) / h**order for j in range(order + 1)])
+# NumPy diffusivities g(s^2) of the fluxes that the dense references of the schemes use.
+DENSE_DIFFUSIVITY = {
+    fluxes.Linear: lambda s2, p: np.full_like(s2, p),
+    fluxes.PeronaMalik: lambda s2, p: 1 / (1 + s2 / p**2),
+    fluxes.Charbonnier: lambda s2, p: 1 / np.sqrt(1 + s2 / p**2),
+}
+
+
+def radial_basis_flux_reference(flux: fluxes.RadialBasisFlux):
+    r"""$\Phi(s) = L\,\sigma(b + \sum_i w_i e^{-(s^2 - c_i)^2 / (2 w^2)})\,s$ in NumPy, from the
+    flux's parameters (independent of its code)."""
+    centres, width = np.asarray(flux.centres), flux.width
+    weights, bias = np.asarray(flux.weights), float(flux.bias)
+
+    def phi(s):
+        h = bias + np.exp(-((s[..., None] ** 2 - centres) ** 2) / (2 * width**2)) @ weights
+        return flux.L / (1 + np.exp(-h)) * s
+
+    return phi
 
 
 def spectral_norm_svd(matrix) -> float:
@@ -85,6 +104,12 @@ from jaxpde.testing import (  # noqa: F401
     stencils,
     step_fractions,
 )
+
+# The claim checks of the tests run sharded over every device: the suite runs with four
+# CPU devices (conftest.py), so that every registered claim is certified with its samples
+# split across devices, as `jaxpde certify --devices all` does (a claim added later cannot
+# break `--devices` unnoticed).
+CLAIM_DEVICES = "all"
 
 
 def claim_budget():

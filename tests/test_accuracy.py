@@ -15,7 +15,7 @@ import scipy.linalg
 
 from jaxpde import Derivative, fluxes, stable_step_size
 
-from .helpers import ALL_SCHEMES, derivative_kernel, stencil_matrix
+from .helpers import ALL_SCHEMES, derivative_taps, stencil_matrix
 
 N = 64
 H = 1 / N
@@ -85,7 +85,7 @@ def test_linear_diffusion_of_fourier_modes():
     u0 = sum(amplitude * f(2 * np.pi * q * x) for q, amplitude, f in modes)
     rates = [(2 * np.sin(np.pi * q / N)) ** 2 / H**2 for q, _, _ in modes]
     exact = sum(a * f(2 * np.pi * q * x) * np.exp(-t_end * r) for (q, a, f), r in zip(modes, rates))
-    matrix = stencil_matrix(derivative_kernel(1, H), N, "periodic")
+    matrix = stencil_matrix(derivative_taps(1, H), N, "periodic")
     np.testing.assert_allclose(scipy.linalg.expm(-t_end * matrix.T @ matrix) @ u0, exact, atol=1e-12)
     scale = np.max(np.abs(exact))
 

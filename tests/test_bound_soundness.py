@@ -28,7 +28,7 @@ from jaxpde.verify.spectral import (
     symbol_norm_bound_2d,
 )
 
-from .helpers import few_examples, stencil_matrix, thorough_param
+from .helpers import few_examples, stencil_matrix, stencil_sparse_matrix, thorough_param
 
 DTYPES = (np.float32, np.float64)
 BOUNDARIES = ("periodic", "neumann", "dirichlet")
@@ -55,27 +55,6 @@ def _svd_slack(matrix: np.ndarray) -> float:
 
 
 # --- references built from the definition ------------------------------------------------
-
-
-def _shifts(k: int, n: int, boundary: str) -> list[np.ndarray]:
-    """The 1-D matrices of the unit kernels e_j (`helpers.stencil_matrix`): tap j's shift."""
-    return [stencil_matrix(np.eye(k)[j], n, boundary) for j in range(k)]
-
-
-def stencil2d_reference(kernel: np.ndarray, shape: tuple[int, int], boundary: str) -> np.ndarray:
-    """The matrix of a 2-D stencil on row-major images: $\\sum_j a_j S^{(H)}_{j_1}\\otimes S^{(W)}_{j_2}$
-    per channel block, with the 1-D shift matrices of the boundary."""
-    kernel = np.asarray(kernel, np.float64)
-    kernel = kernel[None, None] if kernel.ndim == 2 else kernel
-    c_out, c_in, kh, kw = kernel.shape
-    rows, cols = _shifts(kh, shape[0], boundary), _shifts(kw, shape[1], boundary)
-    block = rows[0].shape[0] * cols[0].shape[0]
-    matrix = np.zeros((c_out * block, c_in * shape[0] * shape[1]))
-    for o in range(c_out):
-        for c in range(c_in):
-            part = sum(kernel[o, c, i, j] * np.kron(rows[i], cols[j]) for i in range(kh) for j in range(kw))
-            matrix[o * block : (o + 1) * block, c * shape[0] * shape[1] : (c + 1) * shape[0] * shape[1]] = part
-    return matrix
 
 
 def _periodic_norm_mp(kernel: np.ndarray, shape: tuple[int, ...]) -> mpmath.mpf:
@@ -114,7 +93,7 @@ def _reference(kernel: np.ndarray, shape: tuple[int, ...], boundary: str) -> tup
         if np.all(kernel >= 0) and kernel.ndim == dims:
             return "fraction", sum(map(Fraction, kernel.ravel().tolist()))
         return "mp", _periodic_norm_mp(kernel, shape)
-    matrix = stencil_matrix(kernel, shape[0], boundary) if dims == 1 else stencil2d_reference(kernel, shape, boundary)
+    matrix = stencil_matrix(kernel, shape, boundary)
     sigma = float(np.linalg.svd(matrix, compute_uv=False)[0])
     return "svd", (sigma, _svd_slack(matrix))
 
@@ -347,29 +326,6 @@ def test_derivative_and_gradient_bounds_above_exact_norm(order, n, boundary, h, 
 # --- the tight regime of the Toeplitz bound: an independent Lanczos value at n = 4096 ----
 
 
-def _sparse_stencil_matrix(kernel: np.ndarray, n: int, boundary: str):
-    """The stencil matrix of `helpers.stencil_matrix` in scipy.sparse form (too large dense)."""
-    import scipy.sparse
-
-    kernel = np.asarray(kernel, np.float64)
-    kernel = kernel[None, None] if kernel.ndim == 1 else kernel
-    c_out, c_in, k = kernel.shape
-    rows = {"neumann": n - k + 1, "periodic": n, "dirichlet": n + k - 1}[boundary]
-    i = np.arange(rows)
-    entries, row_index, col_index = [], [], []
-    for j in range(k):
-        column = {"neumann": i + j, "periodic": (i + j) % n, "dirichlet": i + j - (k - 1)}[boundary]
-        inside = (column >= 0) & (column < n)
-        for o in range(c_out):
-            for c in range(c_in):
-                entries.append(np.full(int(inside.sum()), kernel[o, c, j]))
-                row_index.append(o * rows + i[inside])
-                col_index.append(c * n + column[inside])
-    shape = (c_out * rows, c_in * n)
-    coo = scipy.sparse.coo_matrix((np.concatenate(entries), (np.concatenate(row_index), np.concatenate(col_index))), shape)
-    return coo.tocsr()  # duplicates (periodic wrap of long kernels) are summed
-
-
 # Several channels run only in the 'thorough' profile (ARPACK needs tens of seconds there:
 # the top singular values of a 2 -> 3 channel section cluster).
 LANCZOS_CASES = (
@@ -393,7 +349,7 @@ def test_toeplitz_bound_against_lanczos_at_4096(boundary, kernel_shape):
     rng = np.random.default_rng(len(kernel_shape) * 10 + BOUNDARIES.index(boundary))
     kernel = rng.standard_normal(kernel_shape)
     op = Stencil(kernel, n, boundary=boundary)
-    matrix = _sparse_stencil_matrix(kernel, n, boundary)
+    matrix = stencil_sparse_matrix(kernel, n, boundary)
     sigma = float(svds(matrix, k=1, tol=1e-6, ncv=64, return_singular_vectors=False, random_state=0)[0])
     slack = 8 * sum(matrix.shape) * _u(np.float64)  # the Lanczos value's rounding
     for name, bound in (("norm_bound", op.norm_bound()), ("symbol", symbol_norm_bound(op.kernel, n, boundary))):

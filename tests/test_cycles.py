@@ -4,7 +4,7 @@ The references are independent of jaxpde: the closed form
 q_n(x) = sin((2n+1) phi) / ((2n+1) sin phi), sin^2 phi = x / 2, exact rational
 arithmetic, high-precision (mpmath) products for the Leja order, and dense NumPy
 matrices A = K^T diag(g(|K u0|^2)) K with K built from the stencil definition
-(`stencil_matrix`).
+(`helpers.operator_matrix`).
 """
 
 import itertools
@@ -40,13 +40,13 @@ from jaxpde.schemes import (
 from jaxpde.schemes.fed import LEJA_WEIGHT, ORDERS, amplification_terms, grid_factor
 
 from .helpers import (
-    derivative_kernel,
+    DENSE_DIFFUSIVITY,
     derivatives,
     few_examples,
     flux_kinds,
+    operator_matrix,
     parameters,
     signals,
-    stencil_matrix,
     stencils,
     step_fractions,
     tolerance,
@@ -54,12 +54,6 @@ from .helpers import (
 
 TOL = tolerance(np.float64)
 GRID_SIZES = st.sampled_from((16, 32))
-# NumPy diffusivities g(s^2) of the fluxes used with dense references.
-REFERENCE_DIFFUSIVITY = {
-    fluxes.Linear: lambda s2, p: np.full_like(s2, p),
-    fluxes.PeronaMalik: lambda s2, p: 1 / (1 + s2 / p**2),
-    fluxes.Charbonnier: lambda s2, p: 1 / np.sqrt(1 + s2 / p**2),
-}
 
 
 def _l2(u) -> float:
@@ -79,19 +73,12 @@ def _closed_form(x, n: int) -> np.ndarray:
     return np.where(phi == 0, 1.0, np.sin(m * safe) / (m * np.sin(safe)))
 
 
-def _dense_matrix(op) -> np.ndarray:
-    """The matrix of `op`, from the stencil definition (`stencil_matrix`, independent of jaxpde)."""
-    if isinstance(op, Derivative):
-        return stencil_matrix(derivative_kernel(op.order, float(op.h)), op.n, op.boundary)
-    return stencil_matrix(np.asarray(op.kernel), op.n, op.boundary, op.offset)
-
-
 def _dense_cycle(op, kind, parameter, tau, u0, n: int) -> np.ndarray:
     """q_n(tau A) u0 with A = K^T diag(g(|K u0|^2)) K, by the eigendecomposition of A."""
-    matrix = _dense_matrix(op)
+    matrix = operator_matrix(op)
     u = np.asarray(u0, np.float64).reshape(-1)
     s = matrix @ u
-    a = matrix.T @ (REFERENCE_DIFFUSIVITY[kind](s * s, parameter)[:, None] * matrix)
+    a = matrix.T @ (DENSE_DIFFUSIVITY[kind](s * s, parameter)[:, None] * matrix)
     values, vectors = np.linalg.eigh(tau * (a + a.T) / 2)
     return (vectors @ (_closed_form(values, n) * (vectors.T @ u))).reshape(np.shape(u0))
 
@@ -182,14 +169,49 @@ def test_for_time_plans_the_scheme():
     flux = fluxes.PeronaMalik(2.0)
     t_end = 0.123
     for scheme in (FSIScheme(op, flux, cycle_length=3), FEDScheme(op, flux, cycle_length=3)):
-        planned = scheme.for_time(t_end, cycles=4)
+        planned = scheme.for_time(t_end, steps=4)
         n, tau = plan_cycles(t_end, float(stable_step_size(op, flux)), 4)
         assert planned.cycle_length == n
         assert 4 * planned.cycle_time == pytest.approx(t_end, rel=TOL["rtol"])
+        assert planned.cycle_time == planned.time_step
         assert float(planned.block.tau) == pytest.approx(tau, rel=TOL["rtol"])
     fed = FEDScheme(op, flux, 0.5 * stable_step_size(op, flux), cycle_length=6)
     np.testing.assert_allclose(fed.step_sizes, fed_step_sizes(float(fed.tau_max), 6), rtol=TOL["rtol"])
     assert fed.cycle_time == pytest.approx(cycle_time(float(fed.tau_max), 6), rel=TOL["rtol"])
+    fsi = FSIScheme(op, flux, 0.5 * stable_step_size(op, flux), cycle_length=6)
+    assert fsi.tau is fsi.block.tau and fed.tau_max is fed.block.tau
+    assert fsi.cycle_time == fsi.time_step == cycle_time(float(fsi.tau), 6)
+
+
+@pytest.mark.parametrize("kind", [FSIScheme, FEDScheme])
+def test_deprecated_cycle_keywords(kind):
+    """For one release, `for_time` and `solve` accept `cycles=` and `rollout` `num_cycles=`: the
+    results of `steps=` and `num_steps=`, with a `DeprecationWarning` that names the new keyword
+    (at the caller's line), and a `TypeError` when both names are given."""
+    op = Derivative(1, 16, h=1 / 16)
+    flux = fluxes.PeronaMalik(2.0)
+    scheme = kind(op, flux, cycle_length=3)
+    u = jnp.asarray(np.random.default_rng(3).standard_normal(16))
+    t_end = 0.123
+    planned = scheme.for_time(t_end, steps=4)
+    with pytest.warns(DeprecationWarning, match="pass `steps` instead") as record:
+        old = scheme.for_time(t_end, cycles=4)
+    assert [warning.filename for warning in record] == [__file__]
+    assert (old.cycle_length, float(old.block.tau)) == (planned.cycle_length, float(planned.block.tau))
+    with pytest.warns(DeprecationWarning, match="pass `steps` instead"):
+        solved = scheme.solve(u, t_end, cycles=4)
+    np.testing.assert_array_equal(solved, scheme.solve(u, t_end, steps=4))
+    with pytest.warns(DeprecationWarning, match="pass `num_steps` instead"):
+        rolled = planned.rollout(u, num_cycles=4)
+    np.testing.assert_array_equal(rolled, planned.rollout(u, 4))
+    both = (
+        lambda: scheme.for_time(t_end, steps=4, cycles=4),
+        lambda: scheme.solve(u, t_end, steps=4, cycles=4),
+        lambda: planned.rollout(u, num_steps=4, num_cycles=4),
+    )
+    for call in both:
+        with pytest.raises(TypeError, match="`cycles` is its deprecated name|`num_cycles` is its deprecated name"):
+            call()
 
 
 # --- the cycle polynomial --------------------------------------------------------
@@ -294,7 +316,7 @@ def test_frozen_fsi_and_fed_cycles_are_the_dense_cycle_polynomial():
     schemes, taus = [], []
     for _, op, kind in cases:
         flux = kind(parameter)
-        taus.append(2 / (float(flux.sector_bound()) * np.linalg.norm(_dense_matrix(op), 2) ** 2))
+        taus.append(2 / (float(flux.sector_bound()) * np.linalg.norm(operator_matrix(op), 2) ** 2))
         schemes.append(
             (
                 FSIScheme(op, flux, taus[-1], cycle_length=n, allow_unstable=True),
@@ -424,7 +446,7 @@ def test_stability_bound_is_sharp_for_long_cycles(op):
     L = 1.5
     flux = fluxes.Linear(L)
     tau = 1.01 * float(stable_step_size(op, flux))
-    _, singular, vt = np.linalg.svd(_dense_matrix(op))
+    _, singular, vt = np.linalg.svd(operator_matrix(op))
     x = tau * L * singular[0] ** 2
     n = unstable_cycle_length(x)
     assert n is not None and n > 1
@@ -450,7 +472,7 @@ def test_frozen_and_unfrozen_fsi():
     """They coincide for the linear flux (constant diffusivity) and differ for Perona-Malik."""
     op = Derivative(1, 32, h=1 / 32)
     u = jnp.asarray(np.cumsum(np.random.default_rng(5).standard_normal(32)))
-    lam = 0.3 * float(np.max(np.abs(_dense_matrix(op) @ np.asarray(u))))
+    lam = 0.3 * float(np.max(np.abs(operator_matrix(op) @ np.asarray(u))))
     schemes = [
         FSIScheme(op, flux, cycle_length=9, frozen=frozen)
         for flux in (fluxes.Linear(2.0), fluxes.PeronaMalik(lam))

@@ -8,7 +8,7 @@ import pytest
 from jaxpde import Gradient, Stencil2D
 from jaxpde.claims import IMAGE_CLAIMS, Budget, check_all, sampling
 
-from .helpers import assert_certified
+from .helpers import CLAIM_DEVICES, assert_certified
 
 # Images of 4 x 5 and 4 x 6 and a short search: compiling the programs of twelve image operators
 # dominates; `jaxpde certify` runs the full budgets.
@@ -17,7 +17,7 @@ BUDGET = Budget(samples=6, depth=2, sizes=(8,), name="test-images", restarts=8, 
 
 @pytest.fixture(scope="module")
 def certificates() -> dict:
-    return {c.claim_id: c for c in check_all(IMAGE_CLAIMS, jax.random.key(5), BUDGET, workers=2)}
+    return {c.claim_id: c for c in check_all(IMAGE_CLAIMS, jax.random.key(5), BUDGET, workers=2, devices=CLAIM_DEVICES)}
 
 
 @pytest.mark.parametrize("claim", IMAGE_CLAIMS, ids=[c.id for c in IMAGE_CLAIMS])

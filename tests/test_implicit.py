@@ -1,7 +1,7 @@
 """The semi-implicit step and the fully implicit step (fixed point, lagged diffusivity).
 
 References are dense NumPy solves of (I + tau K^T G K) x = u with K built from the
-stencil definition (`stencil_matrix`) and G from NumPy diffusivities.
+stencil definition (`helpers.operator_matrix`) and G from NumPy diffusivities.
 """
 
 import math
@@ -33,13 +33,13 @@ from jaxpde.schemes.semi_implicit import (
 )
 
 from .helpers import (
-    derivative_kernel,
+    DENSE_DIFFUSIVITY,
     derivatives,
     few_examples,
     flux_kinds,
+    operator_matrix,
     parameters,
     signals,
-    stencil_matrix,
     stencils,
     tolerance,
 )
@@ -51,12 +51,6 @@ TOL = tolerance(np.float64)
 CG_RTOL = 1e-10
 IMPLICIT_RTOL = 1e-9
 GRID_SIZES = st.sampled_from((16, 32))
-# NumPy diffusivities g(s^2) of the fluxes used with dense references.
-REFERENCE_DIFFUSIVITY = {
-    fluxes.Linear: lambda s2, p: np.full_like(s2, p),
-    fluxes.PeronaMalik: lambda s2, p: 1 / (1 + s2 / p**2),
-    fluxes.Charbonnier: lambda s2, p: 1 / np.sqrt(1 + s2 / p**2),
-}
 # One operator for the implicit-step tests, so that they share compiled programs.
 OP = Derivative(1, 32, h=1 / 32)
 
@@ -70,36 +64,27 @@ def _distance(a, b) -> float:
     return _l2(np.asarray(a, np.float64) - np.asarray(b, np.float64))
 
 
-def _dense_matrix(op) -> np.ndarray:
-    """The matrix of `op`, from the stencil definition (`stencil_matrix`, independent of jaxpde)."""
-    if isinstance(op, Matrix):
-        return np.asarray(op.matrix, np.float64)
-    if isinstance(op, Derivative):
-        return stencil_matrix(derivative_kernel(op.order, float(op.h)), op.n, op.boundary)
-    return stencil_matrix(np.asarray(op.kernel), op.n, op.boundary, op.offset)
-
-
 def _sharp_step(op, flux) -> float:
     """2 / (L sigma_max^2), the explicit bound with the exact norm (SVD)."""
-    return 2 / (float(flux.sector_bound()) * np.linalg.norm(_dense_matrix(op), 2) ** 2)
+    return 2 / (float(flux.sector_bound()) * np.linalg.norm(operator_matrix(op), 2) ** 2)
 
 
 def _dense_semi_implicit(op, kind, parameter, tau, u) -> np.ndarray:
     """(I + tau K^T G K)^{-1} u with G = diag(g(|K u|^2)), dense."""
-    matrix = _dense_matrix(op)
+    matrix = operator_matrix(op)
     flat = np.asarray(u, np.float64).reshape(-1)
     s = matrix @ flat
-    diffusivity = REFERENCE_DIFFUSIVITY[kind](s * s, parameter)
+    diffusivity = DENSE_DIFFUSIVITY[kind](s * s, parameter)
     system = np.eye(flat.size) + tau * matrix.T @ (diffusivity[:, None] * matrix)
     return np.linalg.solve(system, flat).reshape(np.shape(u))
 
 
 def _dense_residual(op, kind, parameter, tau, u, v) -> np.ndarray:
     """v - u + tau K^T Phi(K v), dense."""
-    matrix = _dense_matrix(op)
+    matrix = operator_matrix(op)
     v = np.asarray(v, np.float64).reshape(-1)
     s = matrix @ v
-    flux = REFERENCE_DIFFUSIVITY[kind](s * s, parameter) * s
+    flux = DENSE_DIFFUSIVITY[kind](s * s, parameter) * s
     return v - np.asarray(u, np.float64).reshape(-1) + tau * matrix.T @ flux
 
 

@@ -21,7 +21,7 @@ ROOT = "jaxpde"
 # Bottom first. A module belongs to the first layer with a prefix equal to its name or
 # to one of its parent packages.
 LAYERS: tuple[tuple[str, ...], ...] = (
-    ("jaxpde._checks",),
+    ("jaxpde._checks", "jaxpde._xla_flags", "jaxpde.reference"),  # reference: NumPy only
     ("jaxpde._bounds",),  # rounding, norms, Gram iteration, symbol bounds
     ("jaxpde.sharding", "jaxpde.denoising"),
     ("jaxpde.operators", "jaxpde.operators2d"),

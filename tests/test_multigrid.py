@@ -30,6 +30,7 @@ from jaxpde.schemes import (
     SemiImplicitScheme,
     diffusion_stencil,
     energy_norm,
+    energy_power_iteration,
     error_propagation,
     multigrid_cycle,
     prolong,
@@ -39,7 +40,8 @@ from jaxpde.schemes.multigrid import INTERPOLATIONS, OperatorInterpolation, gale
 from jaxpde.schemes.semi_implicit import solve_diffusion_system
 
 from .helpers import (
-    derivative_kernel,
+    band_matrix,
+    derivative_taps,
     few_examples,
     signals,
     stencil_matrix,
@@ -108,7 +110,7 @@ def _operator_prolongation_matrix(A: np.ndarray, periodic: bool) -> np.ndarray:
 
 def _dense_system(m: int, n: int, boundary: str, g, tau: float) -> np.ndarray:
     """I + tau K^T diag(g) K with K the m-th difference (h = 1) from its definition."""
-    K = stencil_matrix(derivative_kernel(m, 1.0), n, boundary)
+    K = stencil_matrix(derivative_taps(m, 1.0), n, boundary)
     return np.eye(n) + tau * K.T @ (np.asarray(g, np.float64)[:, None] * K)
 
 
@@ -239,18 +241,12 @@ def _solve_batch(config, op, lam, u, tau, f):
 @eqx.filter_jit
 def _power_iteration(op, tau, e, iterations):
     """The last two estimates ||E e_k||_A, ||e_k||_A = 1, of the energy-norm convergence
-    factor of the default cycle for I + tau K^T K."""
+    factor of the default cycle for I + tau K^T K (`energy_power_iteration`: one copy of
+    the cycle in the program)."""
     A = diffusion_stencil(op, fluxes.Linear(1.0), tau)
     hierarchy = Multigrid().hierarchy(A)
-
-    def step(_, carry):  # one copy of the cycle in the program
-        e, _, factor = carry
-        image = error_propagation(hierarchy, e)
-        return image / energy_norm(A, image), factor, energy_norm(A, image)
-
-    zero = jnp.zeros((), e.dtype)
-    _, previous, factor = jax.lax.fori_loop(0, iterations, step, (e / energy_norm(A, e), zero, zero))
-    return previous, factor
+    ratios = energy_power_iteration(lambda e: error_propagation(hierarchy, e), A, e, iterations)
+    return ratios[-2], ratios[-1]
 
 
 # --- banded stencils -------------------------------------------------------------------
@@ -314,18 +310,6 @@ def test_banded_stencil_errors():
 PROTOCOL_BANDS = [(7, 1, False), (12, 2, False), (7, 1, True), (12, 2, True), (5, 2, True)]
 PROTOCOL_INTERPOLATIONS = [(8, False), (9, False), (8, True), (12, True)]
 DTYPES = (np.float64, np.float32)
-
-
-def _band_matrix(diagonals: np.ndarray, periodic: bool) -> np.ndarray:
-    """A[i, i + d] = diagonals[d + b, i], modulo n when periodic, dropped outside otherwise."""
-    width, n = diagonals.shape
-    b = width // 2
-    A = np.zeros((n, n))
-    for d in range(-b, b + 1):
-        for i in range(n):
-            if periodic or 0 <= i + d < n:
-                A[i, (i + d) % n] += diagonals[d + b, i]
-    return A
 
 
 def _interpolation_matrix(weights: np.ndarray, n: int, periodic: bool) -> np.ndarray:
@@ -393,7 +377,7 @@ def test_banded_stencil_is_an_operator_property(case, dtype, data):
     diagonals = _random_entries(data, (2 * b + 1, n), dtype)
     A = BandedStencil(jnp.asarray(diagonals), periodic)
     assert isinstance(A, AbstractOperator) and A.row_length == 2 * b + 1
-    expected = _band_matrix(diagonals.astype(np.float64), periodic)
+    expected = band_matrix(diagonals.astype(np.float64), periodic)
     _check_protocol(A, expected, data)
     # The adjoint's diagonals keep the band's conventions: zero outside when not periodic.
     adjoint = np.asarray(A.T.diagonals, np.float64)
@@ -426,7 +410,7 @@ def test_protocol_check_catches_a_bound_too_small():
     data = _FixedData()
     A = BandedStencil(jnp.ones((5, 12)), True)
     P = OperatorInterpolation(jnp.full((2, 6), 0.5), 12, True)
-    for op, expected, norm in [(A, _band_matrix(np.ones((5, 12)), True), 5.0),
+    for op, expected, norm in [(A, band_matrix(np.ones((5, 12)), True), 5.0),
                                (P, _interpolation_matrix(np.full((2, 6), 0.5), 12, True), np.sqrt(2))]:
         _check_protocol(op, expected, data)
         assert float(op.norm_bound()) <= norm * (1 + 64 * EPS)
@@ -776,7 +760,7 @@ def _solve_signal(n: int, seed: int) -> np.ndarray:
 
 
 def _perona_malik_diffusivity(m: int, n: int, boundary: str, u) -> np.ndarray:
-    s = stencil_matrix(derivative_kernel(m, 1.0), n, boundary) @ u
+    s = stencil_matrix(derivative_taps(m, 1.0), n, boundary) @ u
     return 1 / (1 + s**2 / LAMBDA**2)
 
 

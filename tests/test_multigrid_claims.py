@@ -13,7 +13,13 @@ from jaxpde.claims import MULTIGRID_CLAIMS, Budget, check_all
 from jaxpde.claims import multigrid as claims
 from jaxpde.schemes import Multigrid, multigrid_cycle
 
-from .helpers import CompilationLog, assert_certified, few_examples, tolerance
+from .helpers import (
+    CLAIM_DEVICES,
+    CompilationLog,
+    assert_certified,
+    few_examples,
+    tolerance,
+)
 
 TOL = tolerance(np.float64)
 
@@ -24,7 +30,7 @@ BUDGET = Budget(samples=8, depth=2, sizes=(16,), name="test-multigrid", restarts
 
 @pytest.fixture(scope="module")
 def certificates() -> dict:
-    return {c.claim_id: c for c in check_all(MULTIGRID_CLAIMS, jax.random.key(2), BUDGET, workers=2)}
+    return {c.claim_id: c for c in check_all(MULTIGRID_CLAIMS, jax.random.key(2), BUDGET, workers=2, devices=CLAIM_DEVICES)}
 
 
 @pytest.mark.parametrize("claim", MULTIGRID_CLAIMS, ids=[c.id for c in MULTIGRID_CLAIMS])

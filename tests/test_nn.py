@@ -292,3 +292,10 @@ def test_flux_must_be_a_flux_and_inputs_must_have_the_sample_shape():
             model(jnp.ones((2, N)))
         with pytest.raises(ValueError, match=r"\(16,\)"):
             jax.vmap(model)(jnp.ones((2, N + 1)))
+
+
+def test_radial_basis_flux_is_used_with_its_signed_parameters():
+    flux = fluxes.RadialBasisFlux(jnp.array([-3.0, 2.0]), -1.0)
+    assert flux_magnitudes(flux) is flux
+    negative = eqx.tree_at(lambda f: f.lam, fluxes.PeronaMalik(2.0), jnp.asarray(-2.0))
+    assert float(flux_magnitudes(negative).lam) == 2.0

@@ -13,7 +13,7 @@ from jaxpde import Derivative, Stencil
 
 from .helpers import (
     ALL_BOUNDARIES,
-    derivative_kernel,
+    derivative_taps,
     operators,
     spectral_norm_svd,
     stencil_matrix,
@@ -27,7 +27,7 @@ from .helpers import (
 def test_derivative_matches_dense_reference(order, n, boundary):
     h = 0.3
     op = Derivative(order, n, h=h, boundary=boundary)
-    reference = stencil_matrix(derivative_kernel(order, h), n, boundary)
+    reference = stencil_matrix(derivative_taps(order, h), n, boundary)
     np.testing.assert_allclose(op.as_matrix(), reference, **tolerance(np.float64))
     np.testing.assert_allclose(op.T.as_matrix(), reference.T, **tolerance(np.float64))
     rows = {"neumann": n - order, "periodic": n, "dirichlet": n + order}[boundary]

@@ -18,7 +18,7 @@ from jaxpde.verify.spectral import symbol_norm_bound_2d
 
 from .helpers import (
     ALL_BOUNDARIES,
-    derivative_kernel,
+    derivative_taps,
     few_examples,
     spectral_norm_svd,
     stencil_matrix,
@@ -45,40 +45,12 @@ def gradient_matrix(shape, order: int, h: float, boundary: str) -> np.ndarray:
     """The stacked gradient from Kronecker products of 1-D difference matrices
     (row-major images: along axis 0 is D (x) I, along axis 1 is I (x) D)."""
     height, width = shape
-    kernel = derivative_kernel(order, h)
+    kernel = derivative_taps(order, h)
     dy, dx = stencil_matrix(kernel, height, boundary), stencil_matrix(kernel, width, boundary)
     common = (max(dy.shape[0], height), max(dx.shape[0], width))
     top = _embedding(dy.shape[0], width, common) @ np.kron(dy, np.eye(width))
     bottom = _embedding(height, dx.shape[0], common) @ np.kron(np.eye(height), dx)
     return np.vstack([top, bottom])
-
-
-def stencil2d_matrix(kernel, shape, boundary: str, offset=(0, 0)) -> np.ndarray:
-    """Dense matrix of a 2-D correlation, by explicit loops over outputs and taps."""
-    kernel = np.asarray(kernel, np.float64)
-    if kernel.ndim == 2:
-        kernel = kernel[None, None]
-    c_out, c_in, kh, kw = kernel.shape
-    height, width = shape
-    rows, cols = {
-        "neumann": (height - kh + 1, width - kw + 1),
-        "periodic": (height, width),
-        "dirichlet": (height + kh - 1, width + kw - 1),
-    }[boundary]
-    matrix = np.zeros((c_out, rows, cols, c_in, height, width))
-    for i1 in range(rows):
-        for i2 in range(cols):
-            for j1 in range(kh):
-                for j2 in range(kw):
-                    if boundary == "neumann":
-                        t1, t2 = i1 + j1, i2 + j2
-                    elif boundary == "periodic":
-                        t1, t2 = (i1 + j1 + offset[0]) % height, (i2 + j2 + offset[1]) % width
-                    else:
-                        t1, t2 = i1 + j1 - (kh - 1), i2 + j2 - (kw - 1)
-                    if 0 <= t1 < height and 0 <= t2 < width:
-                        matrix[:, i1, i2, :, t1, t2] += kernel[:, :, j1, j2]
-    return matrix.reshape(c_out * rows * cols, c_in * height * width)
 
 
 def symbol_supremum(kernel) -> float:
@@ -195,7 +167,7 @@ def test_first_order_neumann_gradient_is_chambolles():
 def test_gradient_norm_is_the_kronecker_sum(order, boundary):
     """||grad||^2 = ||D^(H)||^2 + ||D^(W)||^2, checked with SVDs of the reference matrices."""
     shape, h = (7, 4), 0.5
-    kernel = derivative_kernel(order, h)
+    kernel = derivative_taps(order, h)
     sigma = spectral_norm_svd(gradient_matrix(shape, order, h, boundary))
     per_axis = [spectral_norm_svd(stencil_matrix(kernel, n, boundary)) for n in shape]
     assert sigma**2 == pytest.approx(per_axis[0] ** 2 + per_axis[1] ** 2, rel=1e-12)
@@ -252,7 +224,7 @@ def test_stencil2d_matches_loop_reference(kernel_shape, boundary):
     kernel = np.random.default_rng(1).standard_normal(kernel_shape)
     offset = (2, -3) if boundary == "periodic" else (0, 0)
     op = Stencil2D(kernel, (5, 6), boundary=boundary, offset=offset)
-    reference = stencil2d_matrix(kernel, (5, 6), boundary, offset)
+    reference = stencil_matrix(kernel, (5, 6), boundary, offset)
     matrix, adjoint = np.asarray(op.as_matrix()), np.asarray(op.T.as_matrix())
     np.testing.assert_allclose(matrix, reference, **tolerance(np.float64))
     np.testing.assert_array_equal(adjoint, matrix.T)
@@ -263,7 +235,7 @@ def test_stencil2d_matches_loop_reference(kernel_shape, boundary):
 def test_periodic_stencil2d_larger_than_the_image():
     kernel = np.random.default_rng(2).standard_normal((5, 7))
     op = Stencil2D(kernel, (3, 4), offset=(1, 5))
-    reference = stencil2d_matrix(kernel, (3, 4), "periodic", (1, 5))
+    reference = stencil_matrix(kernel, (3, 4), "periodic", (1, 5))
     np.testing.assert_allclose(op.as_matrix(), reference, **tolerance(np.float64))
     np.testing.assert_allclose(op.T.as_matrix(), reference.T, **tolerance(np.float64))
     assert float(op.norm_bound()) == pytest.approx(spectral_norm_svd(reference), rel=1e-12)
@@ -287,7 +259,7 @@ def test_stencil2d_norm_bound(kernel_shape, boundary):
     symbol's supremum (searched in NumPy), and within 0.1% of that supremum."""
     kernel = np.random.default_rng(4).standard_normal(kernel_shape)
     op = Stencil2D(kernel, (8, 8), boundary=boundary)
-    sigma = spectral_norm_svd(stencil2d_matrix(kernel, (8, 8), boundary))
+    sigma = spectral_norm_svd(stencil_matrix(kernel, (8, 8), boundary))
     bound = float(op.norm_bound())
     assert sigma <= bound * (1 + 1e-12)
     assert bound <= float(op.abs_norm_bound()) * (1 + 1e-12)
@@ -382,7 +354,7 @@ def test_float32_paths():
     for boundary in ("periodic", "neumann"):
         bound = Stencil2D(kernel, (8, 8), boundary=boundary).norm_bound()
         assert bound.dtype == jnp.float32
-        sigma = spectral_norm_svd(stencil2d_matrix(kernel, (8, 8), boundary))
+        sigma = spectral_norm_svd(stencil_matrix(kernel, (8, 8), boundary))
         assert sigma <= float(bound)
         if boundary == "periodic":
             assert float(bound) == pytest.approx(sigma, rel=2e-5)

@@ -5,7 +5,7 @@ The references are independent of jaxpde's recurrences: the closed form
 R_s(z) = a_s + b_s T_s(w0 + w1 z) with T_s and its derivatives from
 `numpy.polynomial.chebyshev`, exact rational arithmetic (`fractions.Fraction`) on the
 integer power-basis coefficients of T_s, dense NumPy matrices from the stencil definition
-(`stencil_matrix`), and the exact Fourier solution of linear periodic diffusion.
+(`helpers.operator_matrix`), and the exact Fourier solution of linear periodic diffusion.
 """
 
 import math
@@ -45,11 +45,11 @@ from jaxpde.schemes import (
 )
 
 from .helpers import (
+    DENSE_DIFFUSIVITY,
     assert_certified,
-    derivative_kernel,
     derivatives,
     few_examples,
-    stencil_matrix,
+    operator_matrix,
     tolerance,
 )
 
@@ -284,27 +284,17 @@ def test_one_step_on_a_fourier_mode_is_the_stability_polynomial(order, s):
         np.testing.assert_allclose(scheme(jnp.asarray(u)), reference["R"](z) * u, rtol=0, atol=1e-13 * s**2)
 
 
-REFERENCE_DIFFUSIVITY = {
-    fluxes.Linear: lambda s2, p: np.full_like(s2, p),
-    fluxes.PeronaMalik: lambda s2, p: 1 / (1 + s2 / p**2),
-    fluxes.Charbonnier: lambda s2, p: 1 / np.sqrt(1 + s2 / p**2),
-}
-
-
-@pytest.mark.parametrize("kind", list(REFERENCE_DIFFUSIVITY))
+@pytest.mark.parametrize("kind", list(DENSE_DIFFUSIVITY))
 @pytest.mark.parametrize("op", [Derivative(2, 12, h=0.5, boundary="dirichlet"), Stencil(np.array([[[1.0, -2.0]], [[0.5, 0.5]]]), 12, boundary="neumann")])
 def test_frozen_step_is_the_matrix_polynomial(op, kind):
     """The frozen step is R_s(-tau A) u with A = K^T diag(g((K u)^2)) K (dense, by its
     eigendecomposition and the closed form of R_s), on several channels too."""
     parameter = 0.7
     flux = kind(parameter)
-    if isinstance(op, Derivative):
-        matrix = stencil_matrix(derivative_kernel(op.order, float(op.h)), op.n, op.boundary)
-    else:
-        matrix = stencil_matrix(np.asarray(op.kernel), op.n, op.boundary)
+    matrix = operator_matrix(op)
     u = np.random.default_rng(3).standard_normal(op.in_shape)
     s_values = matrix @ u.reshape(-1)
-    a = matrix.T @ (REFERENCE_DIFFUSIVITY[kind](s_values**2, parameter)[:, None] * matrix)
+    a = matrix.T @ (DENSE_DIFFUSIVITY[kind](s_values**2, parameter)[:, None] * matrix)
     for s in (2, 7):
         scheme = RKCScheme(op, flux, stages=s)
         values, vectors = np.linalg.eigh(float(scheme.tau) * (a + a.T) / 2)

@@ -9,7 +9,7 @@ import pytest
 
 from jaxpde.claims import SCHEME_CLAIMS, Budget, check_all, get_claim, warm_up
 
-from .helpers import CompilationLog, assert_certified
+from .helpers import CLAIM_DEVICES, CompilationLog, assert_certified
 
 # Fewer samples and a shorter search than the explicit claims' test budget: compiling the
 # scheme programs dominates, and `jaxpde certify` runs the full budgets.
@@ -25,9 +25,9 @@ def certificates() -> dict:
     budget = BUDGET
     COMPILATIONS.phase = "warm-up"
     try:
-        warm_up(budget, workers=2, parts=("schemes",))
+        warm_up(budget, workers=2, parts=("schemes",), devices=CLAIM_DEVICES)
         COMPILATIONS.phase = "claims"
-        return {c.claim_id: c for c in check_all(SCHEME_CLAIMS, jax.random.key(1), budget, workers=2)}
+        return {c.claim_id: c for c in check_all(SCHEME_CLAIMS, jax.random.key(1), budget, workers=2, devices=CLAIM_DEVICES)}
     finally:
         COMPILATIONS.phase = None
 

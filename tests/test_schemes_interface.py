@@ -5,8 +5,10 @@
 import collections.abc
 import inspect
 
+import equinox as eqx
 import hypothesis
 import hypothesis.strategies as st
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -23,15 +25,19 @@ from jaxpde.schemes import (
     SemiImplicitScheme,
     Solution,
     diffusion_stencil,
+    plan_cycles,
     solve_diffusion_system,
 )
+from jaxpde.schemes.cycle import AbstractCycleScheme
 
 from .helpers import ALL_SCHEMES, example_scheme, few_examples, signals, tolerance
 
-# The registered schemes that implement the interface, and those that do not yet: only the
-# cycle schemes may still be missing (their `solve` takes `cycles=` instead of `steps=`).
+# The registered schemes that implement the interface, and those that do not yet (none).
 ADOPTED = tuple(name for name, cls in ALL_SCHEMES.items() if issubclass(cls, AbstractScheme))
-AWAITING = frozenset({"fed", "fsi"})
+AWAITING = frozenset()
+# The cycle schemes, whose `for_time`, `solve` and `rollout` accept the deprecated `cycles=` and
+# `num_cycles=` for one release (`renamed_keyword`) around the implementation of the interface.
+CYCLE_SCHEMES = ("fed", "fsi")
 # A small fixed set of problems: (operator, flux), so that few programs compile.
 PROBLEMS = {
     "D1-neumann-pm": (Derivative(1, 8, h=0.5), fluxes.PeronaMalik(1.0)),
@@ -66,8 +72,15 @@ def test_unified_signatures(name):
     assert _parameters(cls.step) == [("self", positional, empty), ("u", positional, empty)]
     assert _parameters(cls.for_time) == [("self", positional, empty), ("t_end", positional, empty), ("steps", keyword, None)]
     assert _parameters(cls.default_steps) == [("self", positional, empty), ("t_end", positional, empty)]
-    # Implemented once, in the base class.
-    assert cls.rollout is AbstractScheme.rollout and cls.solve is AbstractScheme.solve
+    # Implemented once, in the base class (the cycle schemes: behind the deprecated names).
+    if name in CYCLE_SCHEMES:
+        assert issubclass(cls, AbstractCycleScheme)
+        for method in ("rollout", "solve"):
+            assert getattr(cls, method) is not getattr(AbstractScheme, method)
+            assert inspect.unwrap(getattr(cls, method)) is inspect.unwrap(getattr(AbstractScheme, method))
+        assert cls.for_time is AbstractCycleScheme.for_time and cls.step is AbstractCycleScheme.step
+    else:
+        assert cls.rollout is AbstractScheme.rollout and cls.solve is AbstractScheme.solve
     assert cls.__call__ is AbstractScheme.__call__
     assert _parameters(AbstractScheme.solve) == [
         ("self", positional, empty), ("u0", positional, empty), ("t_end", positional, empty), ("steps", keyword, None)
@@ -133,6 +146,35 @@ def test_solve_is_for_time_then_rollout(name, problem, multiple, steps, data):
             assert (count - 1) * scheme.time_step < t_end
         else:
             assert count == 1
+
+
+@pytest.mark.parametrize("name", CYCLE_SCHEMES)
+def test_cycle_for_time_plans_the_length_and_the_step(name):
+    """`for_time(t_end, steps=M)` of a cycle scheme: the cycle length and the step-size limit of
+    `plan_cycles`, the same configuration, and M cycle times that land on t_end; a step is a
+    cycle, with `cycle_length` evaluations."""
+    op, flux = PROBLEMS["D1-neumann-pm"]
+    bound = float(stable_step_size(op, flux))
+    configuration = {"fed": {"order": "kappa"}, "fsi": {"frozen": False}}[name]
+    scheme = SCHEMES[name](op, flux, 0.8 * bound, cycle_length=3, **configuration)
+    t_end = 37.3 * bound
+    for steps in (1, 3, 7):
+        planned = scheme.for_time(t_end, steps=steps)
+        length, tau = plan_cycles(t_end, 0.8 * bound, steps)
+        assert type(planned) is type(scheme) and length > 3
+        assert planned.cycle_length == planned.evaluations_per_step == length
+        assert float(planned.block.tau) == tau
+        assert planned.time_step == planned.cycle_time == tau * (length**2 + length) / 3
+        assert steps * planned.time_step == pytest.approx(t_end, rel=1e-14)
+        assert all(getattr(planned, key) == value for key, value in configuration.items())
+        assert not planned.block.allow_unstable
+    assert scheme.default_steps(t_end) == 1
+    assert scheme.for_time(t_end).cycle_length == plan_cycles(t_end, 0.8 * bound, 1)[0]
+    # With a traced step-size limit the cycle time is traced too, and `for_time` cannot plan.
+    traced = eqx.filter_jit(lambda s: s.time_step)(scheme)
+    assert isinstance(traced, jax.Array) and float(traced) == pytest.approx(scheme.time_step, rel=1e-15)
+    with pytest.raises(ValueError, match="`block.tau` is traced"):
+        eqx.filter_jit(lambda s: s.for_time(t_end))(scheme)
 
 
 def test_explicit_for_time_checks_larger_steps_again():

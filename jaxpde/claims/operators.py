@@ -1,31 +1,16 @@
 """Claims about the linear operators: their spectral norms and the bounds of them."""
 
 import dataclasses
-import math
 
 import numpy as np
 
 from ..operators import BOUNDARIES, Derivative, Stencil
+from ..reference import derivative_taps, stencil_matrix
 from ..verify.certificate import CaseResult
 from ..verify.spectral import spectral_norm, symbol_norm_bound
 from . import adversarial
 from .registry import Budget, Claim, Evidence
 from .sampling import ORDERS, numpy_rng
-
-
-def reference_matrix(order: int, n: int, h: float, boundary: str) -> np.ndarray:
-    """The matrix of $D_m$ built from its definition in NumPy (independent of jaxpde's
-    stencil code): row i holds $(-1)^{m-j}\\binom{m}{j}/h^m$ at column i + j (neumann),
-    (i + j) mod n (periodic), or i + j - m where that is inside the grid (dirichlet)."""
-    taps = [(-1) ** (order - j) * math.comb(order, j) / h**order for j in range(order + 1)]
-    rows = {"neumann": n - order, "periodic": n, "dirichlet": n + order}[boundary]
-    matrix = np.zeros((rows, n))
-    for i in range(rows):
-        for j, tap in enumerate(taps):
-            column = {"neumann": i + j, "periodic": (i + j) % n, "dirichlet": i + j - order}[boundary]
-            if 0 <= column < n:
-                matrix[i, column] += tap
-    return matrix
 
 
 def _check_derivative_norm(key, budget: Budget) -> Evidence:
@@ -41,7 +26,7 @@ def _check_derivative_norm(key, budget: Budget) -> Evidence:
                 h = float(10 ** rng.uniform(-1.0, 0.5))
                 op = Derivative(order, n, h=h, boundary=boundary)
                 # Independent reference: LAPACK's SVD of the matrix built from the definition.
-                sigma = float(np.linalg.svd(reference_matrix(order, n, h, boundary), compute_uv=False)[0])
+                sigma = float(np.linalg.svd(stencil_matrix(derivative_taps(order, h), n, boundary), compute_uv=False)[0])
                 upper = float(op.norm_bound())
                 tolerance = 8 * (n + order + 1) * eps
                 passed = sigma <= upper * (1 + tolerance) and upper <= (2 / h) ** order * (1 + tolerance)
@@ -85,24 +70,6 @@ DERIVATIVE_NORM = Claim(
 )
 
 
-def stencil_reference_matrix(kernel: np.ndarray, n: int, boundary: str) -> np.ndarray:
-    """The matrix of a stencil built from its definition in NumPy (independent of
-    jaxpde's stencil code): row i of output channel o holds `kernel[o, c, j]` at input
-    (c, column) with column i + j (neumann), (i + j) mod n (periodic) or i + j - (k - 1)
-    inside the grid (dirichlet)."""
-    kernel = np.asarray(kernel, np.float64)
-    kernel = kernel[None, None] if kernel.ndim == 1 else kernel
-    c_out, c_in, k = kernel.shape
-    rows = {"neumann": n - k + 1, "periodic": n, "dirichlet": n + k - 1}[boundary]
-    matrix = np.zeros((c_out, rows, c_in, n))
-    for i in range(rows):
-        for j in range(k):
-            column = {"neumann": i + j, "periodic": (i + j) % n, "dirichlet": i + j - (k - 1)}[boundary]
-            if 0 <= column < n:
-                matrix[:, i, :, column] += kernel[:, :, j]
-    return matrix.reshape(c_out * rows, c_in * n)
-
-
 GAP_TARGETS = {"periodic": 1e-6, "neumann": 1e-3, "dirichlet": 1e-3}
 GAP_SIZE = 4096
 # Sizes at which the upper bounds are compared with the dense SVD (one channel; several
@@ -114,10 +81,10 @@ SVD_SIZES_CHANNELS = (64, 128)
 
 
 def _reference_norms(kernels: list[np.ndarray], n: int) -> list[float]:
-    """Largest singular values of the stencil matrices (`stencil_reference_matrix`) of
+    """Largest singular values of the stencil matrices (`jaxpde.reference.stencil_matrix`) of
     `kernels` (one shape) for every boundary, in one batched `numpy.linalg.svd` call:
     zero rows (padding to the dirichlet shape) leave the singular values unchanged."""
-    matrices = [stencil_reference_matrix(kernel, n, boundary) for kernel in kernels for boundary in BOUNDARIES]
+    matrices = [stencil_matrix(kernel, n, boundary) for kernel in kernels for boundary in BOUNDARIES]
     rows = max(matrix.shape[0] for matrix in matrices)
     stack = np.zeros((len(matrices), rows, matrices[0].shape[1]))
     for index, matrix in enumerate(matrices):
@@ -166,7 +133,7 @@ def _check_spectral_norm_bounds(key, budget: Budget) -> Evidence:
                 for sample in range(2):
                     kernel = rng.standard_normal(shape)
                     op = Stencil(kernel, n, boundary=boundary)
-                    sigma = float(np.linalg.svd(stencil_reference_matrix(kernel, n, boundary), compute_uv=False)[0])
+                    sigma = float(np.linalg.svd(stencil_matrix(kernel, n, boundary), compute_uv=False)[0])
                     methods = ("auto", "gram", "svd") if sample == 0 and len(shape) == 3 else ("auto",)
                     channels = "1ch" if len(shape) == 1 else f"{shape[1]}->{shape[0]}ch"
                     for method in methods:
@@ -180,7 +147,7 @@ def _check_spectral_norm_bounds(key, budget: Budget) -> Evidence:
             n = budget.sizes[0]
             h = float(10 ** rng.uniform(-1.0, 0.5))
             op = Derivative(order, n, h=h, boundary=boundary)
-            sigma = float(np.linalg.svd(reference_matrix(order, n, h, boundary), compute_uv=False)[0])
+            sigma = float(np.linalg.svd(stencil_matrix(derivative_taps(order, h), n, boundary), compute_uv=False)[0])
             for method in ("auto", "analytic"):
                 bounds = spectral_norm(op, method=method)
                 cases.append(_bracket_case(bounds, sigma, n, eps, f"D{order} {boundary} n={n} h={h:.3g} {method}"))

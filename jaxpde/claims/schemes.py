@@ -16,6 +16,7 @@ The semi-implicit and implicit solves are direct or have a fixed iteration count
 converged.
 """
 
+import functools
 import math
 
 import equinox as eqx
@@ -24,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
+from .._xla_flags import FLAG
 from ..blocks import DiffusionBlock
 from ..operators import Matrix
 from ..schemes.cycle import three_term_cycle
@@ -58,6 +60,11 @@ STRAGGLER_CHUNK = 16
 # the residual after k iterations is at most q^(k+1) ||u||, so k = ceil(log(rtol) / log(q)).
 LARGEST_CONTRACTION = 0.9
 FIXED_POINT_ITERATIONS = math.ceil(math.log(1000 * float(np.finfo(np.float64).eps)) / math.log(LARGEST_CONTRACTION))
+# The measurements run the implicit solver's column loops, most of `implicit-stability`'s
+# time: XLA:CPU's fusion emitters run them 1.2-1.3x faster than the loop emitters that
+# `jaxpde certify` selects for the process (`jaxpde._xla_flags`), which is worth their
+# slower compilation here (the falsifier's programs run as fast either way and keep the loop emitters).
+_run_optimised = functools.partial(eqx.filter_jit, compiler_options={FLAG: True})
 
 
 def newton_or_lagged(op: Matrix, flux, tau: Array, u: Array, iterations: int | Array | None = None):
@@ -252,7 +259,7 @@ def _measure_one(kind, coefficients, depth, iterations, matrix, case_fluxes, ind
     return jnp.max(ratios), jnp.max(residuals), jnp.max(residuals) / rtol
 
 
-@eqx.filter_jit
+@_run_optimised
 def _measure_samples(matrices, fluxes, indices, taus, signals, kind: str, depth: int, iterations: Array):
     # `_measure_one` over a flat batch of samples (leading axis S of every argument);
     # `iterations` is traced, so that every count of `STRAGGLER_ITERATIONS` runs one program.
@@ -291,7 +298,7 @@ def resolve_stragglers(cases: Cases, signals, taus, sampled: SchemeMeasurements,
     return jax.tree.map(np.asarray, updated), resolved
 
 
-@eqx.filter_jit
+@_run_optimised
 def measure(cases: Cases, signals: Array, taus: Array, kind: str, coefficients, depth: int) -> SchemeMeasurements:
     """Apply scheme `kind` `depth` times to every signal (`(C, F, B, N)`, zero-padded) at
     the step sizes `taus` (`(C, F, B)`)."""

@@ -20,7 +20,7 @@ def gammaincc_three_quarters(z: Array) -> Array:
     $z < a + 1$, and the continued fraction of $\Gamma(a, z)$ (modified Lentz) above
     (Press et al., *Numerical Recipes*, 3rd ed., 2007, Section 6.2). Compared with
     `jax.scipy.special.gammaincc` on $[10^{-17}, 50]$: relative error below $4 \cdot 10^{-14}$
-    in float64 and $3 \cdot 10^{-6}$ in float32 (`tests/test_energy.py`). The derivative is
+    in float64 and $3 \cdot 10^{-6}$ in float32 (`tests/test_fluxes.py`). The derivative is
     the exact $-z^{a-1}e^{-z}/\Gamma(a)$ (custom JVP).
     """
     a = _Q_ORDER

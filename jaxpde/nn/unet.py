@@ -160,7 +160,8 @@ class MultigridUNet(eqx.Module):
 def energy_factor(cycle, A: BandedStencil, e: Float[Array, " n"], cycles: int) -> Float[Array, ""]:
     """$(\\|E^k e\\|_A / \\|e\\|_A)^{1/k}$ for $k$ = `cycles` applications of `cycle(A, x, f)` to
     the error `e` (with $f = 0$): the average energy-norm convergence factor, which tends
-    to $\\rho(E)$ as $k$ grows."""
+    to $\\rho(E)$ as $k$ grows (the power iteration for $\\|E\\|_A$ is
+    `jaxpde.schemes.energy_power_iteration`)."""
     cycles = check_int("cycles", cycles, minimum=1)
     zero = jnp.zeros_like(e)
     final = jax.lax.fori_loop(0, cycles, lambda _, x: cycle(A, x, zero), e)

@@ -42,6 +42,8 @@ from .multigrid import coarse_solve as coarse_solve
 from .multigrid import descend as descend
 from .multigrid import diffusion_stencil as diffusion_stencil
 from .multigrid import energy_norm as energy_norm
+from .multigrid import energy_normalised as energy_normalised
+from .multigrid import energy_power_iteration as energy_power_iteration
 from .multigrid import error_propagation as error_propagation
 from .multigrid import full_multigrid as full_multigrid
 from .multigrid import multigrid_cycle as multigrid_cycle

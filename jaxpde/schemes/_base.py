@@ -14,12 +14,24 @@ Reference: arXiv:2103.15419, Sections 3-5 (schemes as blocks composed in time).
 """
 
 import abc
+import functools
+import os
+import sys
+import types
+import typing
+import warnings
+from collections.abc import Callable
 
 import equinox as eqx
 from jaxtyping import Array, Float
 
 from .._checks import check_int, check_positive_float, concrete_value
 from .rollout import rollout
+
+_Function = typing.TypeVar("_Function", bound=Callable)
+# Frames that `renamed_keyword` skips to name the caller in its warning: equinox calls a
+# module's bound method through a frame of its own.
+_WRAPPER_FILES = (os.path.dirname(eqx.__file__) + os.sep,)
 
 
 class AbstractScheme(eqx.Module):
@@ -87,3 +99,37 @@ def concrete_time(tau: Float[Array, ""]) -> float | Float[Array, ""]:
     """`tau` as a Python float when it is concrete, else the traced array (for `time_step`)."""
     known = concrete_value(tau)
     return tau if known is None else float(known)
+
+
+def renamed_keyword(old: str, new: str) -> Callable[[_Function], _Function]:
+    """Decorate a function so that it accepts the keyword `old` as a deprecated alias of `new`,
+    for one release: a `DeprecationWarning` naming `new`, a `TypeError` when both are given.
+    The signature shown (`inspect.signature`, `__wrapped__`) is the function's own, without `old`."""
+
+    def decorate(function: _Function) -> _Function:
+        @functools.wraps(function)
+        @typing.no_type_check  # no typechecking wrapper (jaxtyping's import hook) between caller and `warn`
+        def accepting_old_name(*args, **kwargs):
+            if old in kwargs:
+                if new in kwargs:
+                    raise TypeError(f"Pass `{new}` only: `{old}` is its deprecated name.")
+                warnings.warn(
+                    f"`{old}` is deprecated and will be removed in the next release: pass `{new}` instead.",
+                    DeprecationWarning,
+                    stacklevel=_caller_stacklevel(sys._getframe(1)),
+                )
+                kwargs[new] = kwargs.pop(old)
+            return function(*args, **kwargs)
+
+        return accepting_old_name  # pyright: ignore[reportReturnType]
+
+    return decorate
+
+
+def _caller_stacklevel(frame: types.FrameType | None) -> int:
+    """The `stacklevel` of a `warnings.warn` in a function called from `frame` (level 2) that
+    names the first frame outside equinox from `frame` on."""
+    level = 2
+    while frame is not None and frame.f_code.co_filename.startswith(_WRAPPER_FILES):
+        level, frame = level + 1, frame.f_back
+    return level

@@ -16,8 +16,13 @@ $-q_n'(0)\,\tau = \tau (n^2 + n)/3$ (`proofs/fsi-stability.md`,
 Reference: Grewenig, Weickert, Bruhn, "From box filtering to fast explicit
 diffusion", DAGM 2010; Hafner, Ochs, Weickert, Reißel, Grewenig, "FSI schemes: fast
 semi-iterative solvers for PDEs and optimisation methods", GCPR 2016.
+
+`AbstractCycleScheme` is the scheme interface (`AbstractScheme`) for cycles: a step is one
+cycle, and `for_time(t_end, steps=M)` picks the cycle length and step-size limit of
+`plan_cycles`.
 """
 
+import abc
 import fractions
 import math
 
@@ -27,9 +32,11 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float
 
-from .._checks import check_int, check_positive_float
-from ..blocks import DiffusionBlock
-from ..fluxes import Frozen
+from .._checks import check_int, check_positive_float, concrete_value
+from ..blocks import DiffusionBlock, stable_step_size
+from ..fluxes import AbstractFlux, Frozen
+from ..operators import AbstractOperator
+from ._base import AbstractScheme, concrete_time, renamed_keyword, resolve_steps
 
 
 def cycle_time(tau: float, cycle_length: int) -> float:
@@ -144,3 +151,95 @@ def three_term_cycle(
     coefficients = (jnp.asarray(extrapolation, u.dtype), jnp.asarray(step_fractions, u.dtype))
     (final, _), _ = jax.lax.scan(step, (u, u), coefficients, unroll=unroll)
     return final
+
+
+class AbstractCycleScheme(AbstractScheme):
+    r"""Cycles of a `DiffusionBlock` with step-size limit $\tau$ = `block.tau`: a step of the
+    scheme interface is one cycle of $n$ = `cycle_length` explicit steps, which advances the
+    cycle time $\tau(n^2+n)/3$ with $n$ evaluations of the flux (FED: `FEDScheme`, FSI:
+    `FSIScheme`).
+
+    **Abstract (each cycle scheme implements):**
+
+    - `cycle(u)`: one cycle from `u`.
+    - `with_cycle(cycle_length, tau)`: the scheme of the same kind and configuration with
+      this cycle length and step-size limit (built, and checked, by its constructor).
+
+    **Implemented here:** `step` (= `cycle`), `time_step` ($\tau(n^2+n)/3$),
+    `evaluations_per_step` ($n$), `default_steps` (one cycle) and `for_time`, which takes the
+    shortest cycle length that reaches `t_end` in `steps` cycles with steps of at most
+    $\tau$ and shrinks $\tau$ to land on `t_end` (`plan_cycles`). For one release,
+    `for_time` and `solve` accept `cycles=` and `rollout` accepts `num_cycles=`, deprecated
+    names of `steps` and `num_steps`.
+    """
+
+    block: DiffusionBlock
+    cycle_length: int = eqx.field(static=True)
+
+    def __init__(
+        self,
+        op: AbstractOperator,
+        flux: AbstractFlux,
+        tau: ArrayLike | None,
+        *,
+        cycle_length: int,
+        allow_unstable: bool,
+    ):
+        """The block with step-size limit `tau` (default `stable_step_size(op, flux)`; a larger
+        one is refused unless `allow_unstable=True`) and the checked `cycle_length` >= 1."""
+        if tau is None:
+            tau = stable_step_size(op, flux)
+        self.block = DiffusionBlock(op, flux, tau, allow_unstable=allow_unstable)
+        self.cycle_length = check_int("cycle_length", cycle_length, minimum=1)
+
+    @abc.abstractmethod
+    def cycle(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        """One cycle from the sample `u`."""
+
+    @abc.abstractmethod
+    def with_cycle(self, cycle_length: int, tau: Float[ArrayLike, ""]) -> "AbstractCycleScheme":
+        """The scheme of the same kind and configuration with cycles of `cycle_length` steps
+        and the step-size limit `tau`."""
+
+    @property
+    def time_step(self) -> float | Float[Array, ""]:
+        r"""The cycle time $\tau(n^2+n)/3$ (a Python float when $\tau$ is concrete)."""
+        n = self.cycle_length
+        return concrete_time(self.block.tau) * (n * n + n) / 3
+
+    @property
+    def cycle_time(self) -> float | Float[Array, ""]:
+        r"""$\tau(n^2+n)/3$, the time one cycle advances: `time_step`."""
+        return self.time_step
+
+    @property
+    def evaluations_per_step(self) -> int:
+        """$n$ = `cycle_length`, one evaluation of the flux per step of the cycle."""
+        return self.cycle_length
+
+    def step(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        """One cycle: `cycle(u)`."""
+        return self.cycle(u)
+
+    def default_steps(self, t_end: float) -> int:
+        """One cycle: its length follows from `plan_cycles` (`for_time`)."""
+        check_positive_float("t_end", t_end)
+        return 1
+
+    @renamed_keyword("cycles", "steps")
+    def for_time(self, t_end: float, *, steps: int | None = None) -> "AbstractCycleScheme":
+        r"""The scheme whose `steps` cycles advance exactly `t_end` (`None`: one): the shortest
+        cycle length that gets there with steps of at most $\tau$, and $\tau$ shrunk to match
+        (`plan_cycles`); same kind and configuration (`with_cycle`)."""
+        t_end, steps = resolve_steps(self, t_end, steps)
+        tau = concrete_value(self.block.tau)
+        if tau is None:
+            raise ValueError(
+                "The step-size limit `block.tau` is traced: `for_time` needs a concrete one to choose "
+                "the cycle length. Plan outside `jit` and pass the planned scheme in."
+            )
+        length, shrunk = plan_cycles(t_end, float(tau), steps)
+        return self.with_cycle(length, jnp.asarray(shrunk, self.block.tau.dtype))
+
+    solve = renamed_keyword("cycles", "steps")(AbstractScheme.solve)
+    rollout = renamed_keyword("num_cycles", "num_steps")(AbstractScheme.rollout)

@@ -34,11 +34,10 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import check_int
-from ..blocks import DiffusionBlock, stable_step_size
+from ..blocks import DiffusionBlock
 from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator
-from .cycle import cycle_time, plan_cycles
-from .rollout import rollout
+from .cycle import AbstractCycleScheme
 
 # Candidate kappas tried by `kappa_order` (spread over those coprime to n).
 ORDER_CANDIDATES = 24
@@ -290,8 +289,9 @@ def fed_cycle(
     return final
 
 
-class FEDScheme(eqx.Module):
-    r"""FED cycles of a `DiffusionBlock`: `scheme(u)` runs one cycle.
+class FEDScheme(AbstractCycleScheme):
+    r"""FED cycles of a `DiffusionBlock`: `scheme(u)` runs one cycle, which advances
+    `time_step` = $\tau_{\max}(n^2+n)/3$ (`AbstractCycleScheme`).
 
     The steps $\tau_i = t_i\tau_{\max}$, $t_i = 1/x_i$, run in the order `order`. All orders
     give the same cycle $\prod_i(I - \tau_iA) = q_n(\tau_{\max}A)$ in exact arithmetic;
@@ -319,8 +319,6 @@ class FEDScheme(eqx.Module):
     - `reorder`: kept for older code: `False` is `order="ascending"`.
     """
 
-    block: DiffusionBlock
-    cycle_length: int = eqx.field(static=True)
     order: str = eqx.field(static=True)
 
     def __init__(
@@ -334,10 +332,7 @@ class FEDScheme(eqx.Module):
         reorder: bool = True,
         allow_unstable: bool = False,
     ):
-        if tau_max is None:
-            tau_max = stable_step_size(op, flux)
-        self.block = DiffusionBlock(op, flux, tau_max, allow_unstable=allow_unstable)
-        self.cycle_length = check_int("cycle_length", cycle_length, minimum=1)
+        super().__init__(op, flux, tau_max, cycle_length=cycle_length, allow_unstable=allow_unstable)
         self.order = _resolve_order(order, bool(reorder))
         fed_step_sizes(1.0, self.cycle_length, order=self.order)  # the identity checks
 
@@ -348,6 +343,7 @@ class FEDScheme(eqx.Module):
 
     @property
     def tau_max(self) -> Float[Array, ""]:
+        r"""$\tau_{\max}$, the explicit step-size limit of the cycle."""
         return self.block.tau
 
     @property
@@ -355,28 +351,14 @@ class FEDScheme(eqx.Module):
         """The step sizes of one cycle, in the order used (needs a concrete `tau_max`)."""
         return fed_step_sizes(float(self.tau_max), self.cycle_length, order=self.order)
 
-    @property
-    def cycle_time(self) -> float:
-        """$\\tau_{\\max}(n^2+n)/3$."""
-        return cycle_time(float(self.tau_max), self.cycle_length)
-
-    def __call__(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        """One cycle."""
+    def cycle(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        """One cycle (`fed_cycle`)."""
         return fed_cycle(self.block, u, self.cycle_length, order=self.order)
 
-    def rollout(self, u0: Float[Array, "*shape"], num_cycles: int, *, save_every: int | None = None):
-        """`num_cycles` cycles from `u0` (see `jaxpde.schemes.rollout`)."""
-        return rollout(self, u0, num_cycles, save_every=save_every)
-
-    def for_time(self, t_end: float, *, cycles: int = 1) -> "FEDScheme":
-        """The scheme whose `cycles` cycles advance exactly `t_end` (`plan_cycles`)."""
-        length, tau = plan_cycles(t_end, float(self.tau_max), cycles)
+    def with_cycle(self, cycle_length: int, tau: Float[ArrayLike, ""]) -> "FEDScheme":
+        r"""The FED scheme with cycles of `cycle_length` steps and $\tau_{\max}$ = `tau` (same `order`)."""
         block = self.block
         return FEDScheme(
-            block.op, block.flux, jnp.asarray(tau, self.tau_max.dtype), cycle_length=length,
-            order=self.order, allow_unstable=block.allow_unstable,
+            block.op, block.flux, tau, cycle_length=cycle_length, order=self.order,
+            allow_unstable=block.allow_unstable,
         )
-
-    def solve(self, u0: Float[Array, "*shape"], t_end: float, *, cycles: int = 1) -> Float[Array, "*shape"]:
-        """The state at time `t_end`, reached with `cycles` cycles (`for_time`)."""
-        return self.for_time(t_end, cycles=cycles).rollout(u0, cycles)

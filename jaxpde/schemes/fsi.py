@@ -18,16 +18,14 @@ arXiv:2103.15419, Section 4.
 """
 
 import equinox as eqx
-import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from .._checks import check_int
-from ..blocks import DiffusionBlock, stable_step_size
+from ..blocks import DiffusionBlock
 from ..fluxes import AbstractFlux
 from ..operators import AbstractOperator
-from .cycle import cycle_time, plan_cycles, three_term_cycle
-from .rollout import rollout
+from .cycle import AbstractCycleScheme, three_term_cycle
 
 
 def fsi_weights(cycle_length: int) -> np.ndarray:
@@ -63,27 +61,26 @@ FSI_UNROLL = 2
 
 
 def fsi_cycle(block: DiffusionBlock, u: Float[Array, "*shape"], cycle_length: int, *, frozen: bool = True):
-    """One FSI cycle of `block` from `u` (a pure function; see the module docstring):
+    r"""One FSI cycle of `block` from `u` (a pure function; see the module docstring):
     `three_term_cycle` with $\alpha_k = a_k$, $\beta_k = 1$, two steps per loop iteration
     (`FSI_UNROLL`)."""
     weights = fsi_weights(cycle_length)
     return three_term_cycle(block, u, weights, np.ones_like(weights), frozen, unroll=FSI_UNROLL)
 
 
-class FSIScheme(eqx.Module):
-    """FSI cycles of a `DiffusionBlock`: `scheme(u)` runs one cycle.
+class FSIScheme(AbstractCycleScheme):
+    r"""FSI cycles of a `DiffusionBlock`: `scheme(u)` runs one cycle, which advances
+    `time_step` = $\tau(n^2+n)/3$ (`AbstractCycleScheme`).
 
     **Arguments:**
 
-    - `op`, `flux`: the operator $K$ and the flux $\\Phi$.
+    - `op`, `flux`: the operator $K$ and the flux $\Phi$.
     - `tau`: the step size inside a cycle; defaults to `stable_step_size(op, flux)`,
       and a larger one is refused unless `allow_unstable=True`.
     - `cycle_length`: steps per cycle $n$.
     - `frozen`: evaluate the diffusivity once per cycle (the proven-stable mode).
     """
 
-    block: DiffusionBlock
-    cycle_length: int = eqx.field(static=True)
     frozen: bool = eqx.field(static=True)
 
     def __init__(
@@ -96,40 +93,22 @@ class FSIScheme(eqx.Module):
         frozen: bool = True,
         allow_unstable: bool = False,
     ):
-        if tau is None:
-            tau = stable_step_size(op, flux)
-        self.block = DiffusionBlock(op, flux, tau, allow_unstable=allow_unstable)
-        self.cycle_length = check_int("cycle_length", cycle_length, minimum=1)
+        super().__init__(op, flux, tau, cycle_length=cycle_length, allow_unstable=allow_unstable)
         self.frozen = bool(frozen)
 
     @property
     def tau(self) -> Float[Array, ""]:
+        r"""$\tau$, the step size inside a cycle."""
         return self.block.tau
 
-    @property
-    def cycle_time(self) -> float:
-        """$\\tau (n^2 + n)/3$, the time one cycle advances (needs a concrete `tau`)."""
-        return cycle_time(float(self.tau), self.cycle_length)
-
-    def __call__(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        """One cycle."""
+    def cycle(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+        """One cycle (`fsi_cycle`)."""
         return fsi_cycle(self.block, u, self.cycle_length, frozen=self.frozen)
 
-    def rollout(self, u0: Float[Array, "*shape"], num_cycles: int, *, save_every: int | None = None):
-        """`num_cycles` cycles from `u0` (see `jaxpde.schemes.rollout`)."""
-        return rollout(self, u0, num_cycles, save_every=save_every)
-
-    def for_time(self, t_end: float, *, cycles: int = 1) -> "FSIScheme":
-        """The scheme whose `cycles` cycles advance exactly `t_end`: the shortest cycle
-        length that gets there with steps of at most `tau`, and the step shrunk to match
-        (`jaxpde.schemes.plan_cycles`)."""
-        length, tau = plan_cycles(t_end, float(self.tau), cycles)
+    def with_cycle(self, cycle_length: int, tau: Float[ArrayLike, ""]) -> "FSIScheme":
+        """The FSI scheme with cycles of `cycle_length` steps of size `tau` (same `frozen`)."""
         block = self.block
         return FSIScheme(
-            block.op, block.flux, jnp.asarray(tau, self.tau.dtype), cycle_length=length,
-            frozen=self.frozen, allow_unstable=block.allow_unstable,
+            block.op, block.flux, tau, cycle_length=cycle_length, frozen=self.frozen,
+            allow_unstable=block.allow_unstable,
         )
-
-    def solve(self, u0: Float[Array, "*shape"], t_end: float, *, cycles: int = 1) -> Float[Array, "*shape"]:
-        """The state at time `t_end`, reached with `cycles` cycles (`for_time`)."""
-        return self.for_time(t_end, cycles=cycles).rollout(u0, cycles)

@@ -37,6 +37,8 @@ de Zeeuw, "Matrix-dependent prolongations and restrictions in a blackbox multigr
 solver", J. Comput. Appl. Math. 33, 1990.
 """
 
+from collections.abc import Callable
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -708,6 +710,31 @@ class Multigrid(eqx.Module):
 def energy_norm(A: BandedStencil, e: Float[Array, " n"]) -> Float[Array, ""]:
     """$\\|e\\|_A = \\sqrt{e^\\top A e}$."""
     return jnp.sqrt(jnp.maximum(jnp.vdot(e, A(e)), 0))
+
+
+def energy_normalised(A: BandedStencil, e: Float[Array, " n"]) -> tuple[Float[Array, ""], Float[Array, " n"]]:
+    """$\\|e\\|_A$ and $e / \\|e\\|_A$."""
+    norm = energy_norm(A, e)
+    return norm, e / norm
+
+
+def energy_power_iteration(
+    propagate: Callable[[Float[Array, " n"]], Float[Array, " n"]], A: BandedStencil, e: Float[Array, " n"], iterations: int
+) -> Float[Array, " iterations"]:
+    r"""Power iteration for $\|E\|_A$, $E$ = `propagate` (e.g. `error_propagation`): from
+    $e_0 = e / \|e\|_A$, $e_{k+1} = E e_k / \|E e_k\|_A$. Returns the ratios $\|E e_k\|_A$,
+    $k = 0, \dots,$ `iterations` $- 1$: each a lower bound of $\|E\|_A$ up to rounding, rising
+    to it when $E$ is self-adjoint and positive semidefinite in the energy inner product
+    (a symmetric cycle). Not `jaxpde.nn.energy_factor`, the average factor
+    $(\|E^k e\|_A / \|e\|_A)^{1/k}$ of one start vector."""
+    iterations = check_int("iterations", iterations, minimum=1)
+
+    def step(e, _):
+        ratio, e = energy_normalised(A, propagate(e))
+        return e, ratio
+
+    _, ratios = jax.lax.scan(step, energy_normalised(A, e)[1], length=iterations)
+    return ratios
 
 
 def error_propagation(hierarchy: MultigridHierarchy, e: Float[Array, " n"], *, gamma: int = 1) -> Float[Array, " n"]:
