@@ -14,7 +14,7 @@ sampled at the cell centres (i + 1/2)/n), and G = diag(g) with
 tau = S / ||K||^2 (`op.norm_bound()`), S = tau ||K||^2 = 4000 by default (2000 explicit step
 limits 2 / ||K||^2) at every n; `--fixed-tau` keeps the tau of the smallest n on the finer
 grids instead (the same physical time step, so the condition number grows like n^(2m)).
-A is assembled by `jaxpde.schemes.multigrid.diffusion_stencil(op, Frozen(flux, op(u)), tau)`
+A is assembled by `jaxpde.schemes.diffusion_stencil(op, Frozen(flux, op(u)), tau)`
 (a `BandedStencil`); the references use the same matrix assembled independently in SciPy
 (K as a sparse matrix, g from NumPy), and the largest entrywise difference of the two is
 reported.
@@ -93,10 +93,9 @@ from common import finite_json, machine
 import jaxpde
 from jaxpde import fluxes
 from jaxpde.reference import band_sparse_matrix, derivative_taps, stencil_sparse_matrix
-from jaxpde.schemes import Result, solve_diffusion_system
+from jaxpde.schemes import Result, diffusion_stencil, solve_diffusion_system
 from jaxpde.schemes.multigrid import (
     Multigrid,
-    diffusion_stencil,
     energy_power_iteration,
     error_propagation,
 )

@@ -501,7 +501,7 @@ def configure(problem: Problem, scheme: str, knob, t_end: float) -> tuple[dict, 
     op, flux = problem.op, problem.flux
     if scheme == "explicit":
         method = ExplicitScheme(op, flux, problem.tau_lim / knob)
-        steps = method.num_steps(t_end)
+        steps = method.default_steps(t_end)
         return (
             {"knob_name": "tau_lim / tau", "tau": problem.tau_lim / knob, "steps": steps, "evaluations": steps},
             lambda v: method.solve(v, t_end),

@@ -225,3 +225,15 @@ def test_every_solver_returns_one_solution_type():
     assert history is not None and history.shape == (Multigrid().max_cycles + 1,)
     assert solutions["implicit"].history is None
     assert Result[Result.max_steps_reached] and not Result[Result.successful]
+
+
+def test_former_names_warn_and_agree():
+    """`ExplicitScheme.num_steps` and `Solution.steps`, the names before the interface, still
+    answer for one release, with a `DeprecationWarning` naming the new one."""
+    op, flux = PROBLEMS["D1-neumann-pm"]
+    scheme = ExplicitScheme(op, flux)
+    with pytest.warns(DeprecationWarning, match="default_steps"):
+        assert scheme.num_steps(3.0) == scheme.default_steps(3.0)
+    solution = Solution(jnp.zeros(3), Result.successful, jnp.asarray(7), jnp.asarray(0.0))
+    with pytest.warns(DeprecationWarning, match="iterations"):
+        assert int(solution.steps) == 7

@@ -25,7 +25,6 @@ from ..schemes.multigrid import (
     coarse_solve,
     default_interpolation,
     descend,
-    diffusion_stencil,
     energy_normalised,
     level_sizes,
     multigrid_cycle,
@@ -33,6 +32,7 @@ from ..schemes.multigrid import (
 from ..schemes.semi_implicit import (
     condition_bound,
     default_rtol,
+    diffusion_stencil,
     solve_diffusion_system,
 )
 from ..sharding import sharded_vmap

@@ -44,14 +44,13 @@ from ..schemes.multigrid import (
     MultigridHierarchy,
     build_hierarchy,
     default_interpolation,
-    diffusion_stencil,
     energy_norm,
     level_sizes,
     prolong,
     restrict,
-    single_channel_stencil,
     smooth,
 )
+from ..schemes.semi_implicit import diffusion_stencil, single_channel_stencil
 
 
 def _logit(p: float) -> float:

@@ -40,7 +40,6 @@ from .multigrid import coarse_factor as coarse_factor
 from .multigrid import coarse_operator as coarse_operator
 from .multigrid import coarse_solve as coarse_solve
 from .multigrid import descend as descend
-from .multigrid import diffusion_stencil as diffusion_stencil
 from .multigrid import energy_norm as energy_norm
 from .multigrid import energy_normalised as energy_normalised
 from .multigrid import energy_power_iteration as energy_power_iteration
@@ -60,5 +59,6 @@ from .rkc import rkc_stages_for as rkc_stages_for
 from .rkc import rkc_step as rkc_step
 from .rollout import rollout as rollout
 from .semi_implicit import SemiImplicitScheme as SemiImplicitScheme
+from .semi_implicit import diffusion_stencil as diffusion_stencil
 from .semi_implicit import diffusion_system as diffusion_system
 from .semi_implicit import solve_diffusion_system as solve_diffusion_system

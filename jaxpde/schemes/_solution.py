@@ -7,6 +7,8 @@ report instead of raising where asked to (`throw=False`), and `result.error_if(x
 raises the item's message under `jit`.
 """
 
+import warnings
+
 import equinox as eqx
 from jaxtyping import Array, Float, Int
 
@@ -53,5 +55,6 @@ class Solution(eqx.Module):
 
     @property
     def steps(self) -> Int[Array, ""]:
-        """The former name of `iterations` (read-only), kept for older code."""
+        """The former name of `iterations` (read-only), deprecated: read `iterations`."""
+        warnings.warn("`Solution.steps` is deprecated: read `Solution.iterations`.", DeprecationWarning, stacklevel=2)
         return self.iterations

@@ -5,6 +5,7 @@ Reference: arXiv:2103.15419, Section 3.
 """
 
 import math
+import warnings
 
 import equinox as eqx
 import jax.numpy as jnp
@@ -72,7 +73,8 @@ class ExplicitScheme(AbstractScheme):
         return max(1, math.ceil(t_end / float(tau) * (1 - STEP_COUNT_SLACK)))
 
     def num_steps(self, t_end: float) -> int:
-        """The former name of `default_steps`, kept for older code."""
+        """The former name of `default_steps`, deprecated: call `default_steps`."""
+        warnings.warn("`num_steps` is deprecated: call `default_steps`.", DeprecationWarning, stacklevel=2)
         return self.default_steps(t_end)
 
     def for_time(self, t_end: float, *, steps: int | None = None) -> "ExplicitScheme":

@@ -44,12 +44,11 @@ import jax
 import jax.numpy as jnp
 import jax.scipy.linalg as jsl
 import numpy as np
-from jaxtyping import Array, ArrayLike, Float
+from jaxtyping import Array, Float
 
 from .._bounds import l2_norm
-from .._checks import as_float_array, check_int, check_rtol, check_signal
-from ..fluxes import Frozen, Linear
-from ..operators import AbstractOperator, Derivative, Stencil
+from .._checks import check_int, check_rtol, check_signal
+from ..operators import AbstractOperator
 from ._solution import Result, Solution
 from .banded import BandedStencil, schur_norm_bound
 
@@ -532,37 +531,6 @@ def full_multigrid(hierarchy: MultigridHierarchy, f: Float[Array, " n"], *, gamm
         x = hierarchy.interpolate(level, x)
         x = multigrid_cycle(hierarchy, x, rhs[level], gamma=gamma, level=level)
     return x
-
-
-def single_channel_stencil(op: AbstractOperator) -> Stencil:
-    """The stencil of `op`, or a `TypeError` when multigrid cannot use it."""
-    stencil = op.stencil if isinstance(op, Derivative) else op
-    if not isinstance(stencil, Stencil) or stencil.kernel.ndim != 1:
-        raise TypeError(
-            "multigrid needs `op` to be a single-channel `jaxpde.Stencil` or `jaxpde.Derivative` "
-            f"(its system is a banded stencil), got {type(op).__name__}"
-            + ("" if not isinstance(stencil, Stencil) else f" with kernel shape {stencil.kernel.shape}") + "."
-        )
-    return stencil
-
-
-def diffusion_stencil(op: AbstractOperator, flux: Frozen | Linear, tau: ArrayLike) -> BandedStencil:
-    r"""$I + \tau K^\top G K$ as a banded stencil, for a single-channel stencil $K$ with $k$
-    taps (bandwidth $k - 1$; periodic when $K$ is) and a linear flux $\Phi(s) = G s$: a
-    frozen diffusivity (`jaxpde.fluxes.Frozen`) or `jaxpde.fluxes.Linear`."""
-    if not isinstance(flux, (Frozen, Linear)):
-        raise TypeError(
-            "`flux` must be linear, `jaxpde.fluxes.Frozen(flux, K u)` (the semi-implicit system) or "
-            f"`jaxpde.fluxes.Linear`, got {type(flux).__name__}; freeze a nonlinear flux first."
-        )
-    stencil = single_channel_stencil(op)
-    tau = as_float_array(tau)
-    dtype = jnp.result_type(stencil.kernel.dtype, tau.dtype)
-
-    def matvec(v):
-        return v + tau.astype(v.dtype) * op.T(flux(op(v)))
-
-    return BandedStencil.from_matvec(matvec, op.in_shape[0], stencil.size - 1, stencil.boundary == "periodic", dtype)
 
 
 class Multigrid(eqx.Module):

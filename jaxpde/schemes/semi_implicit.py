@@ -8,7 +8,8 @@ $\|(I + \tau A)^{-1}\| \le 1$: the step is Euclidean stable for every $\tau > 0$
 solve (the kernel of lineax's `Tridiagonal`) when $K$ is a two-tap single-channel stencil
 that is not periodic (so $A$ is tridiagonal, e.g. $D_1$ with neumann boundary), a
 Cholesky factorisation for a dense `Matrix` $K$, lineax's conjugate gradients (or
-multigrid) otherwise.
+multigrid) otherwise. The system is assembled here: `diffusion_system` as a lineax operator,
+`diffusion_stencil` as the banded stencil that `Multigrid` solves.
 
 Reference: Weickert, Romeny, Viergever, "Efficient and reliable schemes for nonlinear
 diffusion filtering", IEEE TIP 1998; arXiv:2103.15419, Section 5.
@@ -25,6 +26,7 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._bounds import l2_norm
 from .._checks import (
+    as_float_array,
     check_int,
     check_positive_float,
     check_rtol,
@@ -32,12 +34,12 @@ from .._checks import (
     positive_array,
 )
 from ..blocks import check_operator_and_flux
-from ..fluxes import AbstractFlux, Frozen
+from ..fluxes import AbstractFlux, Frozen, Linear
 from ..operators import AbstractOperator, Derivative, Matrix, Stencil
 from ._base import AbstractScheme, concrete_time, resolve_steps
 from ._solution import Result, Solution
 from .banded import BandedStencil
-from .multigrid import Multigrid, diffusion_stencil, single_channel_stencil
+from .multigrid import Multigrid
 
 
 def default_rtol(dtype, condition: ArrayLike = 1.0) -> Array:
@@ -79,6 +81,37 @@ def vector_structure(x: Array) -> jax.ShapeDtypeStruct:
     `jax.shard_map` every traced value carries the mesh's sharding, so a structure built
     from shape and dtype alone differs from that of a right-hand side."""
     return jax.eval_shape(lambda: x)
+
+
+def single_channel_stencil(op: AbstractOperator) -> Stencil:
+    """The stencil of `op`, or a `TypeError` when multigrid cannot use it."""
+    stencil = op.stencil if isinstance(op, Derivative) else op
+    if not isinstance(stencil, Stencil) or stencil.kernel.ndim != 1:
+        raise TypeError(
+            "multigrid needs `op` to be a single-channel `jaxpde.Stencil` or `jaxpde.Derivative` "
+            f"(its system is a banded stencil), got {type(op).__name__}"
+            + ("" if not isinstance(stencil, Stencil) else f" with kernel shape {stencil.kernel.shape}") + "."
+        )
+    return stencil
+
+
+def diffusion_stencil(op: AbstractOperator, flux: Frozen | Linear, tau: ArrayLike) -> BandedStencil:
+    r"""$I + \tau K^\top G K$ as a banded stencil, for a single-channel stencil $K$ with $k$
+    taps (bandwidth $k - 1$; periodic when $K$ is) and a linear flux $\Phi(s) = G s$: a
+    frozen diffusivity (`jaxpde.fluxes.Frozen`) or `jaxpde.fluxes.Linear`."""
+    if not isinstance(flux, (Frozen, Linear)):
+        raise TypeError(
+            "`flux` must be linear, `jaxpde.fluxes.Frozen(flux, K u)` (the semi-implicit system) or "
+            f"`jaxpde.fluxes.Linear`, got {type(flux).__name__}; freeze a nonlinear flux first."
+        )
+    stencil = single_channel_stencil(op)
+    tau = as_float_array(tau)
+    dtype = jnp.result_type(stencil.kernel.dtype, tau.dtype)
+
+    def matvec(v):
+        return v + tau.astype(v.dtype) * op.T(flux(op(v)))
+
+    return BandedStencil.from_matvec(matvec, op.in_shape[0], stencil.size - 1, stencil.boundary == "periodic", dtype)
 
 
 def diffusion_system(
