@@ -17,6 +17,10 @@ from collections.abc import MutableMapping
 
 FLAG = "xla_cpu_use_fusion_emitters"
 QUICK_COMPILATION = f"--{FLAG}=false"
+# `compiler_options` of a program that asks for the fusion emitters whatever the process
+# selects: one that runs long enough for their faster code to pay, or whose tolerance
+# assumes their rounding.
+FUSION_EMITTERS = {FLAG: True}
 # jaxlib versions (major, minor) whose XLA defines `FLAG`: from the lowest that jaxpde
 # supports up to the newest on which it was measured.
 KNOWN_VERSIONS = ((0, 8), (0, 10))

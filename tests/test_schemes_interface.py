@@ -78,7 +78,7 @@ def test_unified_signatures(name):
         for method in ("rollout", "solve"):
             assert getattr(cls, method) is not getattr(AbstractScheme, method)
             assert inspect.unwrap(getattr(cls, method)) is inspect.unwrap(getattr(AbstractScheme, method))
-        assert cls.for_time is AbstractCycleScheme.for_time and cls.step is AbstractCycleScheme.step
+        assert cls.for_time is AbstractCycleScheme.for_time and cls.time_step is AbstractCycleScheme.time_step
     else:
         assert cls.rollout is AbstractScheme.rollout and cls.solve is AbstractScheme.solve
     assert cls.__call__ is AbstractScheme.__call__

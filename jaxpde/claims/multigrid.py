@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._xla_flags import FLAG
+from .._xla_flags import FUSION_EMITTERS
 from ..blocks import stable_step_size
 from ..fluxes import Frozen, Linear, frozen_diffusivity
 from ..nn.unet import MultigridUNet, random_systems
@@ -315,7 +315,7 @@ def _random_systems(op, seed, tau, count: int):
 # process selects (`jaxpde._xla_flags`): the 1e-12 tolerance assumes the two programs round
 # alike, and the loop emitters round the two differently enough to reach 3e-13 on one device
 # and 1e-12 on four (4.8e-14 under the fusion emitters).
-@functools.partial(eqx.filter_jit, compiler_options={**sampling.QUICK_COMPILE, FLAG: True})
+@functools.partial(eqx.filter_jit, compiler_options={**sampling.QUICK_COMPILE, **FUSION_EMITTERS})
 def _unet_difference(multigrid, systems, iterates, rhs):
     """The largest relative difference of the U-net of `multigrid` (for systems shaped like
     `systems`) from the V-cycle, over the systems, iterates and right-hand sides."""

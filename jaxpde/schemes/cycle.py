@@ -161,11 +161,11 @@ class AbstractCycleScheme(AbstractScheme):
 
     **Abstract (each cycle scheme implements):**
 
-    - `cycle(u)`: one cycle from `u`.
+    - `step(u)`: one cycle from `u`.
     - `with_cycle(cycle_length, tau)`: the scheme of the same kind and configuration with
       this cycle length and step-size limit (built, and checked, by its constructor).
 
-    **Implemented here:** `step` (= `cycle`), `time_step` ($\tau(n^2+n)/3$),
+    **Implemented here:** `time_step` ($\tau(n^2+n)/3$),
     `evaluations_per_step` ($n$), `default_steps` (one cycle) and `for_time`, which takes the
     shortest cycle length that reaches `t_end` in `steps` cycles with steps of at most
     $\tau$ and shrinks $\tau$ to land on `t_end` (`plan_cycles`). For one release,
@@ -193,10 +193,6 @@ class AbstractCycleScheme(AbstractScheme):
         self.cycle_length = check_int("cycle_length", cycle_length, minimum=1)
 
     @abc.abstractmethod
-    def cycle(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        """One cycle from the sample `u`."""
-
-    @abc.abstractmethod
     def with_cycle(self, cycle_length: int, tau: Float[ArrayLike, ""]) -> "AbstractCycleScheme":
         """The scheme of the same kind and configuration with cycles of `cycle_length` steps
         and the step-size limit `tau`."""
@@ -216,10 +212,6 @@ class AbstractCycleScheme(AbstractScheme):
     def evaluations_per_step(self) -> int:
         """$n$ = `cycle_length`, one evaluation of the flux per step of the cycle."""
         return self.cycle_length
-
-    def step(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
-        """One cycle: `cycle(u)`."""
-        return self.cycle(u)
 
     def default_steps(self, t_end: float) -> int:
         """One cycle: its length follows from `plan_cycles` (`for_time`)."""

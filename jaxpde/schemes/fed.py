@@ -351,7 +351,7 @@ class FEDScheme(AbstractCycleScheme):
         """The step sizes of one cycle, in the order used (needs a concrete `tau_max`)."""
         return fed_step_sizes(float(self.tau_max), self.cycle_length, order=self.order)
 
-    def cycle(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+    def step(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """One cycle (`fed_cycle`)."""
         return fed_cycle(self.block, u, self.cycle_length, order=self.order)
 

@@ -101,7 +101,7 @@ class FSIScheme(AbstractCycleScheme):
         r"""$\tau$, the step size inside a cycle."""
         return self.block.tau
 
-    def cycle(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
+    def step(self, u: Float[Array, "*shape"]) -> Float[Array, "*shape"]:
         """One cycle (`fsi_cycle`)."""
         return fsi_cycle(self.block, u, self.cycle_length, frozen=self.frozen)
 
