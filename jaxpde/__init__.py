@@ -8,6 +8,7 @@ import importlib.metadata
 
 from . import denoising as denoising
 from . import fluxes as fluxes
+from . import images as images
 from . import nn as nn
 from . import schemes as schemes
 from . import sharding as sharding

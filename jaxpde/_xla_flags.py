@@ -1,14 +1,20 @@
 """XLA:CPU settings for many small programs that each run briefly: `jaxpde certify` and the
 test suite compile hundreds of them, and there compilation, not running, takes the time.
 
-XLA:CPU's fusion emitters (its default since 2025) generate each fusion through MLIR and
-compile two to four times slower than its loop emitters on these programs (measured on a
-multigrid level of the claims: 0.55 s against 0.13 s, `benchmarks/results/certify-time-cpu.md`
-for the whole command). `prefer_quick_compilation()` selects the loop emitters for the
-process, through `XLA_FLAGS`, before JAX starts its backends. It does not touch a flag
-the user has set, and it sets nothing on jaxlib versions outside those known to define the
-flag (XLA aborts the process on an unknown flag in `XLA_FLAGS`). Library code that users
-call from their own programs is unaffected: only the `jaxpde` command and the tests call it.
+Two of XLA:CPU's defaults make compilation slow on these programs:
+
+- its fusion emitters (the default since 2025) generate each fusion through MLIR and
+  compile two to four times slower than its loop emitters (a multigrid level of the
+  claims: 0.55 s against 0.13 s);
+- its backend optimisation level 3 (LLVM's `-O3`) compiles the falsifier's programs two
+  to four times slower than level 2 (3.9-9.6 s against 1.4-4.8 s each), and they run as
+  fast either way (`benchmarks/results/certify-time-cpu.md` for the whole command).
+
+`prefer_quick_compilation()` selects the loop emitters and level 2 for the process,
+through `XLA_FLAGS`, before JAX starts its backends. It does not touch a flag the user
+has set, and it sets nothing on jaxlib versions outside those on which it was measured
+(XLA aborts the process on an unknown flag in `XLA_FLAGS`). Library code that users call
+from their own programs is unaffected: only the `jaxpde` command and the tests call it.
 """
 
 import importlib.metadata
@@ -16,11 +22,15 @@ import os
 from collections.abc import MutableMapping
 
 FLAG = "xla_cpu_use_fusion_emitters"
-QUICK_COMPILATION = f"--{FLAG}=false"
+OPTIMIZATION_FLAG = "xla_backend_optimization_level"
+# The flags `prefer_quick_compilation` appends, each unless the user named it.
+QUICK_FLAGS = {FLAG: "false", OPTIMIZATION_FLAG: "2"}
 # `compiler_options` of a program that asks for the fusion emitters whatever the process
-# selects: one that runs long enough for their faster code to pay, or whose tolerance
-# assumes their rounding.
+# selects: one whose tolerance assumes their rounding.
 FUSION_EMITTERS = {FLAG: True}
+# `compiler_options` of a program that runs long enough for XLA's own defaults (fusion
+# emitters, optimisation level 3) to pay for their slower compilation.
+RUN_OPTIMISED = {**FUSION_EMITTERS, OPTIMIZATION_FLAG: 3}
 # jaxlib versions (major, minor) whose XLA defines `FLAG`: from the lowest that jaxpde
 # supports up to the newest on which it was measured.
 KNOWN_VERSIONS = ((0, 8), (0, 10))
@@ -34,17 +44,17 @@ def _jaxlib_version() -> tuple[int, int] | None:
         return None
 
 
-def prefer_quick_compilation(environ: MutableMapping[str, str] = os.environ, version=None) -> bool:
-    """Append `QUICK_COMPILATION` to `XLA_FLAGS` in `environ`, unless `XLA_FLAGS` already
-    names the flag or the jaxlib `version` (default: the installed one) is outside
-    `KNOWN_VERSIONS`. Takes effect only if JAX has not started its backends yet (call it
-    before the first computation). Returns whether the flag is now set to false."""
+def prefer_quick_compilation(environ: MutableMapping[str, str] = os.environ, version=None) -> tuple[str, ...]:
+    """Append `--flag=value` to `XLA_FLAGS` in `environ` for each of `QUICK_FLAGS` that
+    `XLA_FLAGS` does not already name, unless the jaxlib `version` (default: the installed
+    one) is outside `KNOWN_VERSIONS`. Takes effect only if JAX has not started its backends
+    yet (call it before the first computation). Returns the flags appended."""
     flags = environ.get("XLA_FLAGS", "")
-    if FLAG in flags:
-        return QUICK_COMPILATION in flags.split()
     version = _jaxlib_version() if version is None else version
     low, high = KNOWN_VERSIONS
     if version is None or not low <= tuple(version) <= high:
-        return False
-    environ["XLA_FLAGS"] = f"{flags} {QUICK_COMPILATION}".strip()
-    return True
+        return ()
+    added = tuple(f"--{name}={value}" for name, value in QUICK_FLAGS.items() if name not in flags)
+    if added:
+        environ["XLA_FLAGS"] = " ".join([flags, *added]).strip()
+    return added

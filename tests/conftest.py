@@ -47,7 +47,8 @@ hypothesis.settings.load_profile(PROFILE)
 # last files to start are short ones and neither worker idles at the end.
 LONG_FILES_FIRST = (
     "test_claims.py", "test_scheme_claims.py", "test_readme.py", "test_sharding.py", "test_multigrid_claims.py",
-    "test_network_claims.py", "test_image_claims.py", "test_demo.py", "test_unet.py", "test_multigrid.py",
+    "test_network_claims.py", "test_image_claims.py", "test_demo.py", "test_multigrid2d.py", "test_resnet2d.py",
+    "test_unet.py", "test_multigrid.py",
 )
 
 

@@ -31,7 +31,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("jaxpde.nn",),
     ("jaxpde.verify",),
     ("jaxpde.claims",),
-    ("jaxpde.training", "jaxpde.testing", "jaxpde.demo", "jaxpde.report"),
+    ("jaxpde.training", "jaxpde.testing", "jaxpde.demo", "jaxpde.report", "jaxpde.images"),
     ("jaxpde.cli", "jaxpde.__main__"),
 )
 # The only modules that may import jaxpde modules inside a function.

@@ -27,7 +27,12 @@ from .explicit import (
     NONMONOTONE_STABILITY,
 )
 from .identities import CYCLE_TIME_IDENTITIES
-from .images import EXPLICIT_STABILITY_2D, GRADIENT_2D_NORM, SEMI_IMPLICIT_STABILITY_2D
+from .images import (
+    DIFFUSION_RESNET_STABILITY_2D,
+    EXPLICIT_STABILITY_2D,
+    GRADIENT_2D_NORM,
+    SEMI_IMPLICIT_STABILITY_2D,
+)
 from .implicit import (
     FIXED_POINT_CONTRACTION,
     IMPLICIT_STABILITY,
@@ -40,6 +45,7 @@ from .multigrid import (
     MULTIGRID_UNET,
     SEMI_IMPLICIT_MULTIGRID_STABILITY,
 )
+from .multigrid2d import MULTIGRID_2D_CONTRACTION
 from .networks import DIFFUSION_RESNET_STABILITY, RADIAL_BASIS_FLUX
 from .operators import DERIVATIVE_NORM, SPECTRAL_NORM_BOUNDS
 from .registry import QUICK as QUICK
@@ -66,6 +72,7 @@ MULTIGRID_CLAIMS: tuple[Claim, ...] = (
     MULTIGRID_CONTRACTION,
     MULTIGRID_UNET,
     SEMI_IMPLICIT_MULTIGRID_STABILITY,
+    MULTIGRID_2D_CONTRACTION,
 )
 
 NETWORK_CLAIMS: tuple[Claim, ...] = (
@@ -77,6 +84,7 @@ IMAGE_CLAIMS: tuple[Claim, ...] = (
     GRADIENT_2D_NORM,
     EXPLICIT_STABILITY_2D,
     SEMI_IMPLICIT_STABILITY_2D,
+    DIFFUSION_RESNET_STABILITY_2D,
 )
 
 CLAIMS: tuple[Claim, ...] = (
@@ -190,6 +198,8 @@ LONGEST_FIRST = (
     "multigrid-unet",
     "semi-implicit-stability",
     "diffusion-resnet-stability",
+    "diffusion-resnet-stability-2d",
+    "multigrid-2d-contraction",
     "semi-implicit-multigrid-stability",
     "fixed-point-contraction",
 )

@@ -14,6 +14,7 @@ from ..blocks import stable_step_size
 from ..fluxes import Frozen, Linear, frozen_diffusivity
 from ..nn.unet import MultigridUNet, random_systems
 from ..operators import Derivative, Stencil
+from ..schemes.banded import diffusion_stencil
 from ..schemes.multigrid import (
     INTERPOLATIONS,
     Multigrid,
@@ -32,7 +33,6 @@ from ..schemes.multigrid import (
 from ..schemes.semi_implicit import (
     condition_bound,
     default_rtol,
-    diffusion_stencil,
     solve_diffusion_system,
 )
 from ..sharding import sharded_vmap

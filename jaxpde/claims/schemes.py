@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, PRNGKeyArray
 
-from .._xla_flags import FUSION_EMITTERS
+from .._xla_flags import RUN_OPTIMISED
 from ..blocks import DiffusionBlock
 from ..operators import Matrix
 from ..schemes.cycle import three_term_cycle
@@ -61,10 +61,10 @@ STRAGGLER_CHUNK = 16
 LARGEST_CONTRACTION = 0.9
 FIXED_POINT_ITERATIONS = math.ceil(math.log(1000 * float(np.finfo(np.float64).eps)) / math.log(LARGEST_CONTRACTION))
 # The measurements run the implicit solver's column loops, most of `implicit-stability`'s
-# time: XLA:CPU's fusion emitters run them 1.2-1.3x faster than the loop emitters that
-# `jaxpde certify` selects for the process (`jaxpde._xla_flags`), which is worth their
-# slower compilation here (the falsifier's programs run as fast either way and keep the loop emitters).
-_run_optimised = functools.partial(eqx.filter_jit, compiler_options=FUSION_EMITTERS)
+# time: XLA's own defaults (fusion emitters, optimisation level 3) run them 1.2-1.3x faster
+# than the quick settings that `jaxpde certify` selects for the process (`jaxpde._xla_flags`),
+# which is worth their slower compilation here (the falsifier's programs run as fast either way).
+_run_optimised = functools.partial(eqx.filter_jit, compiler_options=RUN_OPTIMISED)
 
 
 def newton_or_lagged(op: Matrix, flux, tau: Array, u: Array, iterations: int | Array | None = None):

@@ -14,6 +14,7 @@ from .._checks import check_int
 from ..blocks import DiffusionBlock, stable_step_size
 from ..fluxes import AbstractFlux
 from ..operators import BOUNDARIES, Stencil
+from ..operators2d import Stencil2D
 
 _FRACTION = "the initial step size as a fraction of the stability bound"
 
@@ -126,9 +127,10 @@ class BlockStack(eqx.Module):
     `layers`: stencils $K_\ell$ (`operators`), fluxes $\Phi_\ell$ (`fluxes`) and step-size
     parameters $\theta_\ell$ (`thetas`), with $\tau_\ell = \sigma(\theta_\ell)\,
     2/(L_\ell\|K_\ell\|^2)$ (`parametrised_block`). The networks that compose diffusion
-    blocks (`DiffusionResNet`, `ExtrapolationNetwork`) share these accessors."""
+    blocks (`DiffusionResNet`, `ExtrapolationNetwork`, `DiffusionResNet2D`) share these
+    accessors."""
 
-    operators: Stencil
+    operators: Stencil | Stencil2D
     fluxes: AbstractFlux
     thetas: Float[Array, " layers"]
 

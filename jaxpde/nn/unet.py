@@ -37,7 +37,7 @@ from jaxtyping import Array, Float, PRNGKeyArray
 from .._checks import check_int, check_signal
 from ..fluxes import frozen_diffusivity
 from ..operators import AbstractOperator
-from ..schemes.banded import BandedStencil
+from ..schemes.banded import BandedStencil, diffusion_stencil, single_channel_stencil
 from ..schemes.multigrid import (
     INTERPOLATIONS,
     Multigrid,
@@ -50,7 +50,6 @@ from ..schemes.multigrid import (
     restrict,
     smooth,
 )
-from ..schemes.semi_implicit import diffusion_stencil, single_channel_stencil
 
 
 def _logit(p: float) -> float:

@@ -1,14 +1,15 @@
 """Time-stepping schemes built from diffusion blocks: explicit, FED and FSI cycles,
 Runge-Kutta-Chebyshev steps, the fully implicit and the semi-implicit step, and the
-multigrid solver of its system. The schemes share one interface (`AbstractScheme`: `step`,
-`rollout`, `for_time`, `solve`), the iterative solvers one `Solution` with one `Result`
-code, and `SCHEMES` names them all."""
+multigrid solvers of its system (1-D banded stencils, 2-D image stencil fields). The
+schemes share one interface (`AbstractScheme`: `step`, `rollout`, `for_time`, `solve`), the
+iterative solvers one `Solution` with one `Result` code, and `SCHEMES` names them all."""
 
 from ._base import AbstractScheme as AbstractScheme
 from ._registry import SCHEMES as SCHEMES
 from ._solution import Result as Result
 from ._solution import Solution as Solution
 from .banded import BandedStencil as BandedStencil
+from .banded import diffusion_stencil as diffusion_stencil
 from .cycle import cycle_length_for as cycle_length_for
 from .cycle import cycle_polynomial as cycle_polynomial
 from .cycle import cycle_time as cycle_time
@@ -30,6 +31,7 @@ from .fsi import fsi_weights as fsi_weights
 from .implicit import ImplicitScheme as ImplicitScheme
 from .implicit import contraction_factor as contraction_factor
 from .implicit import implicit_residual as implicit_residual
+from .multigrid import AbstractMultigrid as AbstractMultigrid
 from .multigrid import Multigrid as Multigrid
 from .multigrid import MultigridHierarchy as MultigridHierarchy
 from .multigrid import MultigridLevel as MultigridLevel
@@ -48,6 +50,18 @@ from .multigrid import full_multigrid as full_multigrid
 from .multigrid import multigrid_cycle as multigrid_cycle
 from .multigrid import prolong as prolong
 from .multigrid import restrict as restrict
+from .multigrid2d import BlackBoxInterpolation as BlackBoxInterpolation
+from .multigrid2d import BlackBoxRestriction as BlackBoxRestriction
+from .multigrid2d import Multigrid2D as Multigrid2D
+from .multigrid2d import MultigridHierarchy2D as MultigridHierarchy2D
+from .multigrid2d import StencilField as StencilField
+from .multigrid2d import diffusion_stencil_2d as diffusion_stencil_2d
+from .multigrid2d import energy_norm_2d as energy_norm_2d
+from .multigrid2d import energy_power_iteration_2d as energy_power_iteration_2d
+from .multigrid2d import error_propagation_2d as error_propagation_2d
+from .multigrid2d import full_multigrid_2d as full_multigrid_2d
+from .multigrid2d import galerkin_2d as galerkin_2d
+from .multigrid2d import multigrid_cycle_2d as multigrid_cycle_2d
 from .rkc import RKCScheme as RKCScheme
 from .rkc import rkc_coefficients as rkc_coefficients
 from .rkc import rkc_parameters as rkc_parameters
@@ -59,6 +73,5 @@ from .rkc import rkc_stages_for as rkc_stages_for
 from .rkc import rkc_step as rkc_step
 from .rollout import rollout as rollout
 from .semi_implicit import SemiImplicitScheme as SemiImplicitScheme
-from .semi_implicit import diffusion_stencil as diffusion_stencil
 from .semi_implicit import diffusion_system as diffusion_system
 from .semi_implicit import solve_diffusion_system as solve_diffusion_system

@@ -8,7 +8,8 @@ Galerkin coarse operators (`jaxpde.schemes.multigrid`): every level is a convolu
 
 `BandedStencil` is an `AbstractOperator`: its adjoint `A.T` is the banded stencil of
 $A^\top$, and `norm_bound()` is Schur's bound $\sqrt{R\,C}$ from the largest absolute
-row and column sums (`schur_norm_bound`).
+row and column sums (`schur_norm_bound`). `diffusion_stencil` assembles the semi-implicit
+system of a single-channel stencil as one.
 
 Reference: arXiv:2103.15419, Section 6 (multigrid as a U-net).
 """
@@ -18,11 +19,12 @@ from collections.abc import Callable
 import equinox as eqx
 import jax
 import jax.numpy as jnp
-from jaxtyping import Array, Float
+from jaxtyping import Array, ArrayLike, Float
 
 from .._bounds import schur_norm_bound
-from .._checks import check_signal
-from ..operators import AbstractOperator
+from .._checks import as_float_array, check_signal
+from ..fluxes import Frozen, Linear
+from ..operators import AbstractOperator, Derivative, Stencil
 
 
 def probe_count(n: int, bandwidth: int, periodic: bool) -> int:
@@ -182,3 +184,33 @@ class BandedStencil(AbstractOperator):
             rows.append(value)
         return cls(jnp.stack(rows), periodic)
 
+
+def single_channel_stencil(op: AbstractOperator) -> Stencil:
+    """The stencil of `op`, or a `TypeError` when multigrid cannot use it."""
+    stencil = op.stencil if isinstance(op, Derivative) else op
+    if not isinstance(stencil, Stencil) or stencil.kernel.ndim != 1:
+        raise TypeError(
+            "multigrid needs `op` to be a single-channel `jaxpde.Stencil` or `jaxpde.Derivative` "
+            f"(its system is a banded stencil), got {type(op).__name__}"
+            + ("" if not isinstance(stencil, Stencil) else f" with kernel shape {stencil.kernel.shape}") + "."
+        )
+    return stencil
+
+
+def diffusion_stencil(op: AbstractOperator, flux: Frozen | Linear, tau: ArrayLike) -> BandedStencil:
+    r"""$I + \tau K^\top G K$ as a banded stencil, for a single-channel stencil $K$ with $k$
+    taps (bandwidth $k - 1$; periodic when $K$ is) and a linear flux $\Phi(s) = G s$: a
+    frozen diffusivity (`jaxpde.fluxes.Frozen`) or `jaxpde.fluxes.Linear`."""
+    if not isinstance(flux, (Frozen, Linear)):
+        raise TypeError(
+            "`flux` must be linear, `jaxpde.fluxes.Frozen(flux, K u)` (the semi-implicit system) or "
+            f"`jaxpde.fluxes.Linear`, got {type(flux).__name__}; freeze a nonlinear flux first."
+        )
+    stencil = single_channel_stencil(op)
+    tau = as_float_array(tau)
+    dtype = jnp.result_type(stencil.kernel.dtype, tau.dtype)
+
+    def matvec(v):
+        return v + tau.astype(v.dtype) * op.T(flux(op(v)))
+
+    return BandedStencil.from_matvec(matvec, op.in_shape[0], stencil.size - 1, stencil.boundary == "periodic", dtype)

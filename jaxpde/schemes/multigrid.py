@@ -37,6 +37,7 @@ de Zeeuw, "Matrix-dependent prolongations and restrictions in a blackbox multigr
 solver", J. Comput. Appl. Math. 33, 1990.
 """
 
+import abc
 from collections.abc import Callable
 
 import equinox as eqx
@@ -50,7 +51,12 @@ from .._bounds import l2_norm
 from .._checks import check_int, check_rtol, check_signal
 from ..operators import AbstractOperator
 from ._solution import Result, Solution
-from .banded import BandedStencil, schur_norm_bound
+from .banded import (
+    BandedStencil,
+    diffusion_stencil,
+    schur_norm_bound,
+    single_channel_stencil,
+)
 
 # Prolongation kernels (transposed convolutions with stride 2): interpolation of order 2
 # and 4. Fourth-order problems need the cubic one (the orders of the transfers must
@@ -533,8 +539,35 @@ def full_multigrid(hierarchy: MultigridHierarchy, f: Float[Array, " n"], *, gamm
     return x
 
 
-class Multigrid(eqx.Module):
-    """A geometric multigrid solver (configuration; all fields static).
+class AbstractMultigrid(eqx.Module):
+    r"""A multigrid solver of the semi-implicit system $(I + \tau K^\top G K)x = f$: the
+    interface that `solve_diffusion_system` and `SemiImplicitScheme(multigrid=...)` use.
+    `assemble` builds the finest operator from $(K, \Phi, \tau)$, `hierarchy` its levels
+    once, and `solve` cycles; `max_cycles` bounds the cycles of a solve."""
+
+    max_cycles: eqx.AbstractVar[int]
+
+    @abc.abstractmethod
+    def check_operator(self, op: AbstractOperator) -> None:
+        """Raise a `TypeError` or `ValueError` (at trace time) when the solver cannot take
+        the system of `op`."""
+
+    @abc.abstractmethod
+    def assemble(self, op: AbstractOperator, flux, tau) -> AbstractOperator:
+        """$I + \tau K^\top G K$ for $K$ = `op` and a linear `flux` (`Frozen` or `Linear`), as
+        this solver's operator."""
+
+    @abc.abstractmethod
+    def hierarchy(self, A: AbstractOperator):
+        """The levels of `A` (set up once, cycled many times)."""
+
+    @abc.abstractmethod
+    def solve(self, A: AbstractOperator, f: Array, x0: Array | None = None, *, hierarchy=None, rtol=None, throw=None) -> Solution:
+        """Cycles from `x0` (or the full-multigrid start) to `rtol`, or `max_cycles`."""
+
+
+class Multigrid(AbstractMultigrid):
+    """A geometric multigrid solver of banded systems (configuration; all fields static).
 
     **Arguments:**
 
@@ -591,6 +624,14 @@ class Multigrid(eqx.Module):
     @property
     def relative_weight(self) -> float:
         return DEFAULT_WEIGHTS[self.smoother] if self.weight is None else self.weight
+
+    def check_operator(self, op: AbstractOperator) -> None:
+        """`op` must be a single-channel `Stencil` or `Derivative` (its system is banded)."""
+        single_channel_stencil(op)
+
+    def assemble(self, op: AbstractOperator, flux, tau) -> BandedStencil:
+        """The banded stencil $I + \\tau K^\\top G K$ (`diffusion_stencil`)."""
+        return diffusion_stencil(op, flux, tau)
 
     def hierarchy(self, A: BandedStencil) -> MultigridHierarchy:
         """The levels for the system `A`: the interpolation, Galerkin operators."""

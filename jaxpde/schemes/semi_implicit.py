@@ -8,8 +8,10 @@ $\|(I + \tau A)^{-1}\| \le 1$: the step is Euclidean stable for every $\tau > 0$
 solve (the kernel of lineax's `Tridiagonal`) when $K$ is a two-tap single-channel stencil
 that is not periodic (so $A$ is tridiagonal, e.g. $D_1$ with neumann boundary), a
 Cholesky factorisation for a dense `Matrix` $K$, lineax's conjugate gradients (or
-multigrid) otherwise. The system is assembled here: `diffusion_system` as a lineax operator,
-`diffusion_stencil` as the banded stencil that `Multigrid` solves.
+multigrid) otherwise. The system is assembled here as a lineax operator (`diffusion_system`);
+a multigrid solver assembles its own (`AbstractMultigrid.assemble`: the banded stencil of
+`diffusion_stencil` for `Multigrid`, the stencil field of `diffusion_stencil_2d` for
+`Multigrid2D` on images).
 
 Reference: Weickert, Romeny, Viergever, "Efficient and reliable schemes for nonlinear
 diffusion filtering", IEEE TIP 1998; arXiv:2103.15419, Section 5.
@@ -26,7 +28,6 @@ from jaxtyping import Array, ArrayLike, Float
 
 from .._bounds import l2_norm
 from .._checks import (
-    as_float_array,
     check_int,
     check_positive_float,
     check_rtol,
@@ -34,12 +35,12 @@ from .._checks import (
     positive_array,
 )
 from ..blocks import check_operator_and_flux
-from ..fluxes import AbstractFlux, Frozen, Linear
+from ..fluxes import AbstractFlux, Frozen
 from ..operators import AbstractOperator, Derivative, Matrix, Stencil
 from ._base import AbstractScheme, concrete_time, resolve_steps
 from ._solution import Result, Solution
 from .banded import BandedStencil
-from .multigrid import Multigrid
+from .multigrid import AbstractMultigrid
 
 
 def default_rtol(dtype, condition: ArrayLike = 1.0) -> Array:
@@ -83,37 +84,6 @@ def vector_structure(x: Array) -> jax.ShapeDtypeStruct:
     return jax.eval_shape(lambda: x)
 
 
-def single_channel_stencil(op: AbstractOperator) -> Stencil:
-    """The stencil of `op`, or a `TypeError` when multigrid cannot use it."""
-    stencil = op.stencil if isinstance(op, Derivative) else op
-    if not isinstance(stencil, Stencil) or stencil.kernel.ndim != 1:
-        raise TypeError(
-            "multigrid needs `op` to be a single-channel `jaxpde.Stencil` or `jaxpde.Derivative` "
-            f"(its system is a banded stencil), got {type(op).__name__}"
-            + ("" if not isinstance(stencil, Stencil) else f" with kernel shape {stencil.kernel.shape}") + "."
-        )
-    return stencil
-
-
-def diffusion_stencil(op: AbstractOperator, flux: Frozen | Linear, tau: ArrayLike) -> BandedStencil:
-    r"""$I + \tau K^\top G K$ as a banded stencil, for a single-channel stencil $K$ with $k$
-    taps (bandwidth $k - 1$; periodic when $K$ is) and a linear flux $\Phi(s) = G s$: a
-    frozen diffusivity (`jaxpde.fluxes.Frozen`) or `jaxpde.fluxes.Linear`."""
-    if not isinstance(flux, (Frozen, Linear)):
-        raise TypeError(
-            "`flux` must be linear, `jaxpde.fluxes.Frozen(flux, K u)` (the semi-implicit system) or "
-            f"`jaxpde.fluxes.Linear`, got {type(flux).__name__}; freeze a nonlinear flux first."
-        )
-    stencil = single_channel_stencil(op)
-    tau = as_float_array(tau)
-    dtype = jnp.result_type(stencil.kernel.dtype, tau.dtype)
-
-    def matvec(v):
-        return v + tau.astype(v.dtype) * op.T(flux(op(v)))
-
-    return BandedStencil.from_matvec(matvec, op.in_shape[0], stencil.size - 1, stencil.boundary == "periodic", dtype)
-
-
 def diffusion_system(
     op: AbstractOperator, flux: Frozen, tau: Array, structure: jax.ShapeDtypeStruct
 ) -> lx.AbstractLinearOperator:
@@ -147,12 +117,13 @@ def solve_diffusion_system(
     rtol: float | Float[Array, ""] | None = None,
     max_steps: int | None = None,
     throw: bool = True,
-    multigrid: Multigrid | None = None,
+    multigrid: AbstractMultigrid | None = None,
 ) -> Solution:
     r"""Solve $(I + \tau K^\top G K)\,x = $ `rhs` (see `diffusion_system`): with a
     tridiagonal solve for two-tap stencils that are not periodic, by a Cholesky
     factorisation of the assembled matrix for a dense `Matrix` $K$, iteratively otherwise. The
-    iterative solvers, conjugate gradients or `multigrid` cycles (for single-channel stencils), stop at
+    iterative solvers, conjugate gradients or `multigrid` cycles (`Multigrid` for single-channel
+    stencils, `Multigrid2D` for the image gradient), stop at
     a Euclidean residual of `rtol * ||rhs||` (`None`: `default_rtol` with `condition_bound`)
     or after `max_steps` (`None`: 10 times the unknowns for CG, the configuration's
     `max_cycles` for multigrid); the result is `successful` when the recomputed residual is
@@ -194,12 +165,12 @@ def solve_diffusion_system(
         else:
             if max_steps is not None:
                 multigrid = dataclasses.replace(multigrid, max_cycles=max_steps)
-            banded = diffusion_stencil(op, flux, tau)
-            hierarchy = multigrid.hierarchy(banded)
+            A = multigrid.assemble(op, flux, tau)
+            hierarchy = multigrid.hierarchy(A)
 
             def solve(matvec, b):
                 del matvec  # the cycles use the levels of the same matrix
-                solution = multigrid.solve(banded, b, hierarchy=hierarchy, rtol=jax.lax.stop_gradient(rtol), throw=False)
+                solution = multigrid.solve(A, b, hierarchy=hierarchy, rtol=jax.lax.stop_gradient(rtol), throw=False)
                 return solution.value, solution.iterations
 
         x, steps = jax.lax.custom_linear_solve(matvec, rhs, solve, symmetric=True, has_aux=True)
@@ -290,8 +261,9 @@ class SemiImplicitScheme(AbstractScheme):
       residual relative to the right-hand side; `None`: $1000\\varepsilon(1 + \\tau L\\||K|\\|^2)$,
       what rounding lets the solver reach) and step limit (`None`: 10 times the unknowns);
       unused when the system is tridiagonal.
-    - `multigrid`: solve with these multigrid cycles (`jaxpde.schemes.Multigrid`; for
-      single-channel stencils) instead of lineax; `max_steps` then limits the cycles.
+    - `multigrid`: solve with these multigrid cycles (`jaxpde.schemes.Multigrid` for
+      single-channel stencils, `jaxpde.schemes.Multigrid2D` for the image gradient) instead of
+      lineax; `max_steps` then limits the cycles.
     - `throw`: raise when the linear solve fails (otherwise return its iterate).
     """
 
@@ -301,7 +273,7 @@ class SemiImplicitScheme(AbstractScheme):
     rtol: float | None = eqx.field(static=True)
     max_steps: int | None = eqx.field(static=True)
     throw: bool = eqx.field(static=True)
-    multigrid: Multigrid | None
+    multigrid: AbstractMultigrid | None
 
     def __init__(
         self,
@@ -312,13 +284,16 @@ class SemiImplicitScheme(AbstractScheme):
         rtol: float | None = None,
         max_steps: int | None = None,
         throw: bool = True,
-        multigrid: Multigrid | None = None,
+        multigrid: AbstractMultigrid | None = None,
     ):
         check_operator_and_flux(op, flux)
         if multigrid is not None:
-            if not isinstance(multigrid, Multigrid):
-                raise TypeError(f"`multigrid` must be a `jaxpde.schemes.Multigrid` or None, got {type(multigrid).__name__}.")
-            single_channel_stencil(op)
+            if not isinstance(multigrid, AbstractMultigrid):
+                raise TypeError(
+                    "`multigrid` must be a `jaxpde.schemes.Multigrid` or `Multigrid2D` or None, "
+                    f"got {type(multigrid).__name__}."
+                )
+            multigrid.check_operator(op)
         self.op = op
         self.flux = flux
         self.tau = positive_array("tau", tau, "the semi-implicit step is stable for every tau > 0.")

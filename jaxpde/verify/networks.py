@@ -2,7 +2,7 @@ r"""The stability certificate of a trained network of `jaxpde.nn`: its hypothese
 on the numbers.
 
 For a network of diffusion blocks $u - \tau_\ell K_\ell^\top\Phi_\ell(K_\ell u)$
-(`DiffusionResNet`, and `ExtrapolationNetwork` with frozen diffusivities) the theorem
+(`DiffusionResNet`, `DiffusionResNet2D`, and `ExtrapolationNetwork` with frozen diffusivities) the theorem
 needs, per block, a sector bound $0 \le \Phi_\ell(s)/s \le L_\ell$ and
 $\tau_\ell \le 2/(L_\ell\|K_\ell\|^2)$. The certificate recomputes
 $\tau_\ell L_\ell \nu_\ell^2 / 2$ with the verification layer's certified upper bound
@@ -14,7 +14,7 @@ A `RecurrentImplicitBlock` is certified when its fixed-point iteration contracts
 
 Reference: arXiv:2103.15419, Proposition 1 (`proofs/explicit-stability.md`,
 `proofs/fsi-stability.md`, `proofs/implicit-stability.md`,
-`proofs/diffusion-resnet-stability.md`).
+`proofs/diffusion-resnet-stability.md`, `proofs/diffusion-resnet-stability-2d.md`).
 """
 
 import dataclasses
@@ -26,6 +26,7 @@ from ..blocks import DiffusionBlock
 from ..nn import (
     BlockStack,
     DiffusionResNet,
+    DiffusionResNet2D,
     ExtrapolationNetwork,
     RecurrentImplicitBlock,
     flux_magnitudes,
@@ -38,7 +39,9 @@ from .spectral import spectral_norm
 _RATIO_ROUNDOFFS = 64
 # The network classes whose stability theorem is proven (exact types: a subclass may
 # change `__call__`, and then no theorem applies).
-PROVEN_NETWORKS = (DiffusionResNet, ExtrapolationNetwork, RecurrentImplicitBlock)
+PROVEN_NETWORKS = (DiffusionResNet, DiffusionResNet2D, ExtrapolationNetwork, RecurrentImplicitBlock)
+# The proof of each network of diffusion blocks.
+_PROOFS = {DiffusionResNet: "proofs/diffusion-resnet-stability.md", DiffusionResNet2D: "proofs/diffusion-resnet-stability-2d.md"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -122,13 +125,13 @@ def stability_certificate(model, *, s_range: tuple[float, float] = FLUX_S_RANGE)
     """Check the stability hypotheses of `model` on its current parameter values.
 
     Returns a `StabilityCertificate` for any model; only `DiffusionResNet`,
-    `ExtrapolationNetwork` (frozen) and `RecurrentImplicitBlock` (these classes exactly, not
+    `DiffusionResNet2D`, `ExtrapolationNetwork` (frozen) and `RecurrentImplicitBlock` (these classes exactly, not
     subclasses) can be certified. The constants of their fluxes and operators are checked
     with `jaxpde.verify.hypotheses` (a user's flux: sampled over `s_range`), never read on
     trust.
     """
     name = type(model).__name__
-    if isinstance(model, PROVEN_NETWORKS) and type(model) not in PROVEN_NETWORKS:
+    if isinstance(model, (*PROVEN_NETWORKS, BlockStack)) and type(model) not in PROVEN_NETWORKS:
         return StabilityCertificate(
             name, False, math.inf, None, (), (),
             f"{name} subclasses a jaxpde network and may change what it computes: no stability theorem applies",
@@ -153,7 +156,7 @@ def stability_certificate(model, *, s_range: tuple[float, float] = FLUX_S_RANGE)
             lipschitz = (
                 float(np.prod([float(block_lipschitz_bound(b)) ** repeats for b in blocks])) if ranges_hold and problem is None else None
             )
-            theorem = "composition of stable explicit blocks (proofs/diffusion-resnet-stability.md)"
+            theorem = f"composition of stable explicit blocks ({_PROOFS[type(model)]})"
         if certified:
             reason = f"{theorem}: every tau L ||K||^2 / 2 <= 1 (largest {max(ratios):.6g})"
         elif problem is not None:
