@@ -3,9 +3,7 @@ re-certified with the image operators (`jaxpde.Gradient`, `jaxpde.Stencil2D`) by
 same checks as in 1-D, and the image diffusion network (`DiffusionResNet2D`) stable for
 every parameter value."""
 
-import math
 
-import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,12 +12,10 @@ from ..fluxes import FLUXES
 from ..nn.resnet2d import DiffusionResNet2D
 from ..operators import BOUNDARIES
 from ..operators2d import Gradient
-from ..sharding import sharded_vmap
 from ..verify.certificate import CaseResult
-from ..verify.energy import l2_norm
 from ..verify.falsify import falsify_gain
 from ..verify.tolerance import gamma, norm_ratio_tolerance
-from . import adversarial, explicit, implicit, sampling
+from . import adversarial, explicit, implicit, networks, sampling
 from .registry import Budget, Claim, Evidence
 
 GRADIENT_ORDERS = (1, 2, 3)
@@ -125,38 +121,13 @@ def base_images(rng: np.random.Generator, count: int, shape: tuple[int, int]) ->
 
 
 def random_networks_2d(rng: np.random.Generator, width, boundary, kernel_size, repeats, depth, count: int):
-    """`count` image networks of one configuration with random parameters (the template's
-    fitted flux and operators are shared; every trainable parameter is replaced): filters
-    N(0, 1) times 10^U(-2, 2) per stage, flux weights up to sd 30, bias in [-10, 10], theta in
-    [-8, 8] or 40 (sigma(theta) = 1 in float64) in a quarter of the stages."""
+    """`count` image networks of one configuration with random parameters
+    (`networks.random_parameters`)."""
     template = DiffusionResNet2D(
         _NETWORK_SHAPE, depth=depth, width=width, kernel_size=kernel_size, boundary=boundary, repeats=repeats,
         key=jax.random.key(int(rng.integers(2**31))),
     )
-    shape = template.operators.kernel.shape
-    nets = []
-    for _ in range(count):
-        scales = 10 ** rng.uniform(-2, 2, (depth,) + (1,) * (len(shape) - 1))
-        kernels = rng.standard_normal(shape) * scales
-        weights = rng.standard_normal(template.fluxes.weights.shape) * 10 ** rng.uniform(-1, math.log10(30), (depth, 1))
-        biases = rng.uniform(-10, 10, depth)
-        thetas = np.where(rng.uniform(size=depth) < 0.25, 40.0, rng.uniform(-8, 8, depth))
-        nets.append(eqx.tree_at(
-            lambda m: (m.operators.kernel, m.fluxes.weights, m.fluxes.bias, m.thetas), template,
-            tuple(jnp.asarray(x) for x in (kernels, weights, biases, thetas)),
-        ))
-    return nets
-
-
-@eqx.filter_jit
-def _layer_ratios_2d(nets, inputs):
-    """Largest ||u_t|| / ||u_(t-1)|| over the block applications, per (network, input) pair."""
-
-    def one(net, u):
-        norms = jax.vmap(l2_norm)(net.states(u))
-        return jnp.max(norms[1:] / norms[:-1])
-
-    return sharded_vmap(one)(nets, inputs)
+    return networks.random_parameters(rng, template, count)
 
 
 def _check_resnet_2d(key, budget: Budget) -> Evidence:
@@ -168,7 +139,7 @@ def _check_resnet_2d(key, budget: Budget) -> Evidence:
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *nets)
         images = base_images(rng, budget.samples, _NETWORK_SHAPE)
         amplitudes = 10 ** rng.uniform(-2, 2, (budget.samples, 1, 1))
-        ratios = np.asarray(_layer_ratios_2d(stacked, jnp.asarray(images * amplitudes)))
+        ratios = np.asarray(networks.layer_ratios(stacked, jnp.asarray(images * amplitudes)))
         worst_index = int(np.argmax(ratios))
         # The network with its step sizes evaluated once (`steps()`, the same map): the
         # search evaluates it many times at fixed parameters.

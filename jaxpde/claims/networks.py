@@ -133,7 +133,17 @@ def _random_networks(rng: np.random.Generator, width, boundary, kernel_size, dep
         _NETWORK_SIZE, depth=depth, width=width, kernel_size=kernel_size, boundary=boundary,
         key=jax.random.key(int(rng.integers(2**31))),
     )
+    return random_parameters(rng, template, count)
+
+
+def random_parameters(rng: np.random.Generator, template, count: int) -> list:
+    """`count` copies of `template` (a network of diffusion blocks, `jaxpde.nn.BlockStack`)
+    with every trainable parameter replaced: kernels N(0, 1) times 10^U(-2, 2) per stage, flux
+    weights up to sd 30, bias in [-10, 10], theta in [-8, 8] or 40 (sigma(theta) = 1 in
+    float64) in a quarter of the stages. The fitted flux and the operators' structure are the
+    template's."""
     shape = template.operators.kernel.shape
+    depth = shape[0]
     nets = []
     for _ in range(count):
         scales = 10 ** rng.uniform(-2, 2, (depth,) + (1,) * (len(shape) - 1))
@@ -149,8 +159,9 @@ def _random_networks(rng: np.random.Generator, width, boundary, kernel_size, dep
 
 
 @eqx.filter_jit
-def _layer_ratios(nets, inputs):
-    """Largest ||u_l|| / ||u_(l-1)|| over the layers, per (network, input) pair."""
+def layer_ratios(nets, inputs):
+    """Largest ||u_t|| / ||u_(t-1)|| over the block applications (`net.states`), per
+    (network, input) pair."""
 
     def one(net, u):
         norms = jax.vmap(l2_norm)(net.states(u))
@@ -168,7 +179,7 @@ def _check_resnet(key, budget: Budget) -> Evidence:
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *nets)
         signals = sampling.base_signals(rng, budget.samples, _NETWORK_SIZE)
         amplitudes = 10 ** rng.uniform(-2, 2, (budget.samples, 1))
-        ratios = np.asarray(_layer_ratios(stacked, jnp.asarray(signals * amplitudes)))
+        ratios = np.asarray(layer_ratios(stacked, jnp.asarray(signals * amplitudes)))
         worst_index = int(np.argmax(ratios))
         found = falsify_gain(
             nets[worst_index], (_NETWORK_SIZE,), jax.random.fold_in(key, index),
