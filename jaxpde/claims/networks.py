@@ -158,6 +158,26 @@ def random_parameters(rng: np.random.Generator, template, count: int) -> list:
     return nets
 
 
+def network_case(nets, stacked, inputs, name: str, key, budget: Budget, search=lambda net: net):
+    """One configuration of a network claim: every step's ratio $\\|u_t\\| / \\|u_{t-1}\\|$ of
+    the networks `nets` (`stacked` along a leading axis) on `inputs` (one per network), and
+    the falsifier on `search(net)` of the network with the largest ratio. The tolerance is
+    `norm_ratio_tolerance` of that network's worst block per step, compounded over its steps
+    for the falsifier (it maximises the whole network's gain, a product of the step
+    ratios). Returns the `CaseResult` and the falsifier's `Falsification`."""
+    ratios = np.asarray(layer_ratios(stacked, inputs))
+    net = nets[int(np.argmax(ratios))]
+    found = falsify_gain(search(net), tuple(inputs.shape[1:]), key, restarts=budget.restarts, steps=budget.steps)
+    tolerance = max(norm_ratio_tolerance(block, np.float64).value for block in net.blocks())
+    network_tolerance = (1 + tolerance) ** (net.layers * net.repeats) - 1
+    worst = max(float(np.max(ratios)), float(found.worst))
+    passed = (
+        float(np.max(ratios)) <= 1 + tolerance and float(found.worst) <= 1 + network_tolerance
+        and bool(np.all(np.isfinite(ratios)))
+    )
+    return CaseResult(name, budget.samples + budget.restarts, worst, 1.0, network_tolerance, passed), found
+
+
 @eqx.filter_jit
 def layer_ratios(nets, inputs):
     """Largest ||u_t|| / ||u_(t-1)|| over the block applications (`net.states`), per
@@ -179,22 +199,14 @@ def _check_resnet(key, budget: Budget) -> Evidence:
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *nets)
         signals = sampling.base_signals(rng, budget.samples, _NETWORK_SIZE)
         amplitudes = 10 ** rng.uniform(-2, 2, (budget.samples, 1))
-        ratios = np.asarray(layer_ratios(stacked, jnp.asarray(signals * amplitudes)))
-        worst_index = int(np.argmax(ratios))
-        found = falsify_gain(
-            nets[worst_index], (_NETWORK_SIZE,), jax.random.fold_in(key, index),
-            restarts=budget.restarts, steps=budget.steps,
+        name = f"width={width} {boundary} k={kernel_size} depth={depth}"
+        case, found = network_case(
+            nets, stacked, jnp.asarray(signals * amplitudes), name, jax.random.fold_in(key, index), budget
         )
+        cases.append(case)
         nonfinite += int(found.nonfinite)
         searched.append(float(found.worst))
         started.append(float(found.sampled))
-        tolerance = max(norm_ratio_tolerance(block, np.float64).value for block in nets[worst_index].blocks())
-        # The falsifier maximises the whole network's gain, a product of the layer ratios.
-        network_tolerance = (1 + tolerance) ** depth - 1
-        worst = max(float(np.max(ratios)), float(found.worst))
-        passed = float(np.max(ratios)) <= 1 + tolerance and float(found.worst) <= 1 + network_tolerance and np.all(np.isfinite(ratios))
-        name = f"width={width} {boundary} k={kernel_size} depth={depth}"
-        cases.append(CaseResult(name, budget.samples + budget.restarts, worst, 1.0, network_tolerance, bool(passed)))
     hypotheses = {
         "parameters": (
             "kernels N(0, 1) times 10^U(-2, 2) per layer; RadialBasisFlux weights up to sd 30, bias in [-10, 10]; "
