@@ -3,11 +3,25 @@ their own test file, so that the test workers check them in parallel with the cl
 about the explicit block)."""
 
 import functools
+import math
 
+import hypothesis
+import hypothesis.strategies as st
 import jax
+import numpy as np
 import pytest
 
-from jaxpde.claims import SCHEME_CLAIMS, Budget, check_all, get_claim, warm_up
+from jaxpde import Derivative, stable_step_size
+from jaxpde.claims import (
+    SCHEME_CLAIMS,
+    Budget,
+    check_all,
+    cycles,
+    get_claim,
+    sampling,
+    schemes,
+    warm_up,
+)
 
 from .helpers import CLAIM_DEVICES, CompilationLog, assert_certified
 
@@ -141,3 +155,59 @@ def test_dense_semi_implicit_solve_and_its_gradient():
             minus = [a - step * direction if i == index else a for i, a in enumerate(args)]
             numeric = (loss(*plus) - loss(*minus)) / (2 * step)
             np.testing.assert_allclose(np.sum(np.asarray(grad) * direction), numeric, rtol=1e-6)
+
+
+class _Shaped:
+    """An operator stand-in for `case_groups`, which reads only the shapes."""
+
+    def __init__(self, rows: int, cols: int):
+        self.out_shape, self.in_shape = (rows,), (cols,)
+
+
+def _padded_size(shapes, group) -> int:
+    return len(group) * max(shapes[i][0] for i in group) * max(shapes[i][1] for i in group)
+
+
+def test_case_groups_pad_the_multichannel_stencils_apart():
+    ops = [op for _, op in sampling.operator_cases(np.random.default_rng(0), (16, 33))]
+    groups = schemes.case_groups(ops)
+    assert sorted(i for group in groups for i in group) == list(range(len(ops)))
+    shapes = [(math.prod(op.out_shape), math.prod(op.in_shape)) for op in ops]
+    assert [max(shapes[i][0] for i in group) for group in groups] == [36, 108]
+    named = sampling.operator_cases(np.random.default_rng(0), (16, 33))
+    assert {i for i, (name, _) in enumerate(named) if "->" in name} == set(groups[1])  # the 1 -> 3 channel stencils
+    assert schemes.case_groups([Derivative(1, 16), Derivative(1, 17), Derivative(2, 16)]) == [[0, 1, 2]]  # too little gain
+
+
+@hypothesis.given(st.lists(st.tuples(st.integers(1, 120), st.integers(1, 90)), min_size=1, max_size=9))
+def test_case_groups_partition_and_split_only_for_the_stated_gain(shapes):
+    groups = schemes.case_groups([_Shaped(*shape) for shape in shapes])
+    assert 1 <= len(groups) <= 2 and all(groups)
+    assert sorted(i for group in groups for i in group) == list(range(len(shapes)))
+    whole = _padded_size(shapes, range(len(shapes)))
+    split = sum(_padded_size(shapes, group) for group in groups)
+    if len(groups) == 2:
+        assert split <= schemes.SPLIT_GAIN * whole
+    else:  # no split by rows or by columns reaches the gain (an independent search)
+        for key in (0, 1):
+            order = sorted(range(len(shapes)), key=lambda i: shapes[i][key])
+            for k in range(1, len(order)):
+                assert _padded_size(shapes, order[:k]) + _padded_size(shapes, order[k:]) > schemes.SPLIT_GAIN * whole
+
+
+def test_run_reports_every_case_at_its_own_index():
+    """The groups' results are put back in the order of the cases: an unstable step size
+    planted on one case of the second group shows at that case alone."""
+    rng = np.random.default_rng(3)
+    ops = [op for _, op in sampling.operator_cases(rng, (16,))]
+    budget = Budget(samples=5, depth=2, sizes=(16,), name="test-split", restarts=50, steps=20)  # no search: cheap
+    groups = schemes.run_groups(ops, "cycle", budget)
+    assert len(groups) == 2 and schemes.run_groups(ops, "cycle", BUDGET) == [list(range(len(ops)))]
+    planted = groups[1][0]
+    fluxes = [sampling.random_fluxes(rng) for _ in ops]
+    taus = np.array([[float(stable_step_size(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])
+    taus[planted] *= 8  # explicit steps beyond the bound: the linear flux grows
+    measured, _ = schemes.run(rng, ops, fluxes, taus, "cycle", budget, coefficients=cycles.coefficients("fed", 1), search=False)
+    ratios = np.max(measured.ratio, axis=(1, 2))
+    assert ratios[planted] > 1.5
+    assert np.all(np.delete(ratios, planted) <= 1 + 1e-12)

@@ -55,6 +55,16 @@ STEP_LENGTHS = (1.0, 0.5, 0.25)
 # gathers them on the host and solves them again in small batches, with each count in turn.
 STRAGGLER_ITERATIONS = (64, 512)
 STRAGGLER_CHUNK = 16
+# `case_groups` splits the cases in two where that shrinks their padded size to this fraction or less.
+SPLIT_GAIN = 0.7
+# `run` pads the groups of `case_groups` apart only for the kinds whose samples and search run
+# long enough, and only at budgets with at least `SPLIT_WORK` evaluations per case and flux
+# (samples x depth + restarts x steps: `QUICK` 1760, the tests' scheme budgets 170): each group
+# compiles its own programs. Measured at `QUICK` on 2 cores, split against not: the claims'
+# run time -30 s in all (implicit -12 s, FSI and FED cycles -14 s, fixed point -6 s), the
+# semi-implicit step and RKC 1 s or less each, for 7.5 s more compilation of the semi-implicit programs.
+SPLIT_KINDS = ("cycle", "implicit", "implicit-fixed-point")
+SPLIT_WORK = 1000
 # The largest contraction factor q = tau Lip ||K||^2 at which the fixed-point claim runs,
 # and the iterations that then suffice for the default tolerance rtol = 1000 eps:
 # the residual after k iterations is at most q^(k+1) ||u||, so k = ceil(log(rtol) / log(q)).
@@ -403,16 +413,56 @@ def _inputs(rng: np.random.Generator, ops, fluxes, taus, budget, coefficients, s
     return cases, signals, fractions, coefficients, key
 
 
-def run(
-    rng: np.random.Generator, ops, fluxes, taus, kind: str, budget, *, coefficients=None, smallest_fraction: float = 0.05,
-    search: bool = True,
-):
-    """Sampled measurements at `taus * fractions` (fractions log-uniform in
-    [`smallest_fraction`, 1], 1 for every fourth sample) and the falsifier at `taus`,
-    `(C, F)`, for scheme `kind` (`search=False`: no falsifier, `None` in its place). The
-    falsifier's witness is measured as one more sample (last along `B`, at `taus`), so
-    that its ratio and its residual are those of the scheme's own solve.
-    Returns `(SchemeMeasurements, Attack)` as NumPy arrays."""
+def case_groups(ops) -> list[list[int]]:
+    r"""The indices of `ops` in the groups that `run` pads to one shape each: sorted by
+    their dense matrix's rows (or columns), split in two where that makes the padded matrices'
+    total size $\sum_g |g|\,\mathrm{rows}_g\,\mathrm{cols}_g$ least, if that is at most
+    `SPLIT_GAIN` times the size unsplit (the samples' work is proportional to it: products with $K$, $K^\top$ and, for the
+    implicit steps, the assembly of $K^\top G K$). A few large operators (the multi-channel
+    stencils, 108 x 33 among 36 x 33) then no longer set the shape of every case; one
+    more group means one more compilation of each program, so never more than two."""
+    shapes = [(math.prod(op.out_shape), math.prod(op.in_shape)) for op in ops]
+
+    def size(group):
+        return len(group) * max(shapes[i][0] for i in group) * max(shapes[i][1] for i in group)
+
+    whole = size(range(len(ops)))
+    best, smallest = [list(range(len(ops)))], whole
+    for key in ((0, 1), (1, 0)):  # by rows, by columns
+        order = sorted(range(len(ops)), key=lambda i, key=key: tuple(shapes[i][k] for k in key))
+        for k in range(1, len(order)):
+            split = size(order[:k]) + size(order[k:])
+            if split < smallest:
+                best, smallest = [order[:k], order[k:]], split
+    if smallest > SPLIT_GAIN * whole:
+        return [list(range(len(ops)))]
+    return [sorted(group) for group in best]
+
+
+def run_groups(ops, kind: str, budget) -> list[list[int]]:
+    """The groups of cases that `run` pads apart: `case_groups` for the kinds of
+    `SPLIT_KINDS` at budgets of `SPLIT_WORK` or more, otherwise one group."""
+    if kind in SPLIT_KINDS and budget.samples * budget.depth + budget.restarts * budget.steps >= SPLIT_WORK:
+        return case_groups(ops)
+    return [list(range(len(ops)))]
+
+
+def _merged(parts, groups, count: int):
+    # The per-group results of `run` (NumPy pytrees, cases along axis 0) in the order of the
+    # cases; the padded signal axis (last) is zero-padded to the widest group's.
+    def merge(*leaves):
+        width = max(leaf.shape[-1] for leaf in leaves)
+        out = np.zeros((count, *leaves[0].shape[1:-1], width), leaves[0].dtype)
+        for leaf, group in zip(leaves, groups):
+            out[group, ..., : leaf.shape[-1]] = leaf
+        return out
+
+    return jax.tree.map(merge, *parts)
+
+
+def _run_group(rng, ops, fluxes, taus, kind, budget, coefficients, smallest_fraction, search):
+    # `run` on one group of cases (one padded shape), without the stragglers' re-solves;
+    # also returns the signals and step sizes of the samples.
     cases, signals, fractions, coefficients, key = _inputs(rng, ops, fluxes, taus, budget, coefficients, smallest_fraction)
     found = None
     if search:
@@ -421,21 +471,52 @@ def run(
         fractions = np.concatenate([fractions, np.ones(fractions.shape[:2] + (1,))], axis=2)
     steps = np.asarray(taus)[..., None] * fractions
     sampled = jax.tree.map(np.asarray, measure(cases, signals, steps, kind, coefficients, budget.depth))
+    return (sampled.ratio, sampled.residual, sampled.excess), found, signals, steps
+
+
+def run(
+    rng: np.random.Generator, ops, fluxes, taus, kind: str, budget, *, coefficients=None, smallest_fraction: float = 0.05,
+    search: bool = True,
+):
+    """Sampled measurements at `taus * fractions` (fractions log-uniform in
+    [`smallest_fraction`, 1], 1 for every fourth sample) and the falsifier at `taus`,
+    `(C, F)`, for scheme `kind` (`search=False`: no falsifier, `None` in its place). The
+    falsifier's witness is measured as one more sample (last along `B`, at `taus`), so
+    that its ratio and its residual are those of the scheme's own solve. The cases run in
+    the groups of `run_groups`, each padded to its own shape; the stragglers of
+    "implicit" are solved again together (`resolve_stragglers`, one program).
+    Returns `(SchemeMeasurements, Attack)` as NumPy arrays, cases in the order of `ops`."""
+    groups = run_groups(ops, kind, budget)
+    taus = np.asarray(taus)
+    parts = [
+        _run_group(
+            rng, [ops[i] for i in group], [fluxes[i] for i in group], taus[group], kind, budget, coefficients,
+            smallest_fraction, search,
+        )
+        for group in groups
+    ]
+    (ratio, residual, excess), found, signals, steps = (
+        _merged(part, groups, len(ops)) if part[0] is not None else None for part in zip(*parts)
+    )
+    sampled = jax.tree.map(np.asarray, SchemeMeasurements(jnp.asarray(ratio), jnp.asarray(residual), jnp.asarray(excess)))
     if kind == "implicit":
-        sampled, _ = resolve_stragglers(cases, signals, steps, sampled, budget.depth)
+        sampled, _ = resolve_stragglers(adversarial.stack_cases(ops, fluxes, taus), signals, steps, sampled, budget.depth)
     return sampled, found
 
 
 def compile_run(ops, fluxes, taus, kind: str, budget, *, coefficients=None, search: bool = True) -> None:
     """Compile, without running them, the programs that `run` calls with these arguments
-    (AOT: `lower(...).compile()` fills the same cache as a call), so that claims sharing
-    them in other threads find them compiled. The stragglers' re-solves of "implicit"
-    compile on first use."""
-    rng = np.random.default_rng(0)
-    cases, signals, fractions, coefficients, key = _inputs(rng, ops, fluxes, taus, budget, coefficients, 0.05)
-    if search:
-        attack.lower(cases, key, kind, coefficients, budget.restarts, budget.steps).compile()
-        signals = np.concatenate([signals, signals[:, :, :1]], axis=2)
-        fractions = np.concatenate([fractions, fractions[:, :, :1]], axis=2)
-    steps = np.asarray(taus)[..., None] * fractions
-    measure.lower(cases, signals, steps, kind, coefficients, budget.depth).compile()
+    (AOT: `lower(...).compile()` fills the same cache as a call), for each group of
+    `run_groups`, so that claims sharing them in other threads find them compiled. The
+    stragglers' re-solves of "implicit" compile on first use."""
+    for group in run_groups(ops, kind, budget):
+        rng = np.random.default_rng(0)
+        cases, signals, fractions, coefficients_, key = _inputs(
+            rng, [ops[i] for i in group], [fluxes[i] for i in group], np.asarray(taus)[group], budget, coefficients, 0.05
+        )
+        if search:
+            attack.lower(cases, key, kind, coefficients_, budget.restarts, budget.steps).compile()
+            signals = np.concatenate([signals, signals[:, :, :1]], axis=2)
+            fractions = np.concatenate([fractions, fractions[:, :, :1]], axis=2)
+        steps = np.asarray(taus)[group][..., None] * fractions
+        measure.lower(cases, signals, steps, kind, coefficients_, budget.depth).compile()
