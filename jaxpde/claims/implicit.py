@@ -84,7 +84,7 @@ def stability_evidence(key, budget: Budget, kind: str, cases=sampling.operator_c
             "function theorem (schemes.dense_semi_implicit_solve). The witness is then solved again as one "
             "more sample, so its residual is checked too"
         ),
-        "operators": f"{len(named)} cases ({'; '.join(name for name, _ in named)}), as dense matrices",
+        "operators": f"{len(named)} cases ({'; '.join(name for name, _ in named)}), as zero-padded dense matrices (schemes.run_groups)",
     }
     loosest = max(derivations, key=lambda t: t.value)
     falsifier = adversarial.outcome(

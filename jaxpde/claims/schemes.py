@@ -59,10 +59,12 @@ STRAGGLER_CHUNK = 16
 SPLIT_GAIN = 0.7
 # `run` pads the groups of `case_groups` apart only for the kinds whose samples and search run
 # long enough, and only at budgets with at least `SPLIT_WORK` evaluations per case and flux
-# (samples x depth + restarts x steps: `QUICK` 1760, the tests' scheme budgets 170): each group
-# compiles its own programs. Measured at `QUICK` on 2 cores, split against not: the claims'
-# run time -30 s in all (implicit -12 s, FSI and FED cycles -14 s, fixed point -6 s), the
-# semi-implicit step and RKC 1 s or less each, for 7.5 s more compilation of the semi-implicit programs.
+# (samples x depth + restarts x steps: `QUICK` 1760, the tests' scheme budgets under 200):
+# each group compiles its own programs. Measured at `QUICK` on 2 cores, the scheme claims in
+# one process, split against not: their checks 92 s -> 57 s (implicit 44 -> 27 s, the FSI and FED
+# cycles 27 -> 17 s, fixed point 12 -> 7 s) for 18 s more compilation (implicit 8.5 s, each
+# cycle mode 2 s, fixed point 1 s); the semi-implicit step and RKC gain 1 s or less each, and
+# their split would compile 7.5 s and 3 s more.
 SPLIT_KINDS = ("cycle", "implicit", "implicit-fixed-point")
 SPLIT_WORK = 1000
 # The largest contraction factor q = tau Lip ||K||^2 at which the fixed-point claim runs,
@@ -415,10 +417,11 @@ def _inputs(rng: np.random.Generator, ops, fluxes, taus, budget, coefficients, s
 
 def case_groups(ops) -> list[list[int]]:
     r"""The indices of `ops` in the groups that `run` pads to one shape each: sorted by
-    their dense matrix's rows (or columns), split in two where that makes the padded matrices'
-    total size $\sum_g |g|\,\mathrm{rows}_g\,\mathrm{cols}_g$ least, if that is at most
-    `SPLIT_GAIN` times the size unsplit (the samples' work is proportional to it: products with $K$, $K^\top$ and, for the
-    implicit steps, the assembly of $K^\top G K$). A few large operators (the multi-channel
+    their dense matrix's rows (or columns), split in two where that makes the padded
+    matrices' total size $\sum_g |g|\,\mathrm{rows}_g\,\mathrm{cols}_g$ least, if that is at
+    most `SPLIT_GAIN` times the size unsplit (the samples' work is proportional to it:
+    products with $K$, $K^\top$ and, for the implicit steps, the assembly of
+    $K^\top G K$). A few large operators (the multi-channel
     stencils, 108 x 33 among 36 x 33) then no longer set the shape of every case; one
     more group means one more compilation of each program, so never more than two."""
     shapes = [(math.prod(op.out_shape), math.prod(op.in_shape)) for op in ops]
@@ -511,12 +514,12 @@ def compile_run(ops, fluxes, taus, kind: str, budget, *, coefficients=None, sear
     stragglers' re-solves of "implicit" compile on first use."""
     for group in run_groups(ops, kind, budget):
         rng = np.random.default_rng(0)
-        cases, signals, fractions, coefficients_, key = _inputs(
+        cases, signals, fractions, device_coefficients, key = _inputs(
             rng, [ops[i] for i in group], [fluxes[i] for i in group], np.asarray(taus)[group], budget, coefficients, 0.05
         )
         if search:
-            attack.lower(cases, key, kind, coefficients_, budget.restarts, budget.steps).compile()
+            attack.lower(cases, key, kind, device_coefficients, budget.restarts, budget.steps).compile()
             signals = np.concatenate([signals, signals[:, :, :1]], axis=2)
             fractions = np.concatenate([fractions, fractions[:, :, :1]], axis=2)
         steps = np.asarray(taus)[group][..., None] * fractions
-        measure.lower(cases, signals, steps, kind, coefficients_, budget.depth).compile()
+        measure.lower(cases, signals, steps, kind, device_coefficients, budget.depth).compile()
