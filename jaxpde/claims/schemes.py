@@ -62,7 +62,7 @@ SPLIT_GAIN = 0.7
 # (samples x depth + restarts x steps: `QUICK` 1760, the tests' scheme budgets under 200):
 # each group compiles its own programs. Measured at `QUICK` on 2 cores, the scheme claims in
 # one process, split against not: their checks 92 s -> 57 s (implicit 44 -> 27 s, the FSI and FED
-# cycles 27 -> 17 s, fixed point 12 -> 7 s) for 18 s more compilation (implicit 8.5 s, each
+# cycles 27 -> 15 s, fixed point 12 -> 7 s) for 18 s more compilation (implicit 8.5 s, each
 # cycle mode 2 s, fixed point 1 s); the semi-implicit step and RKC gain 1 s or less each, and
 # their split would compile 7.5 s and 3 s more.
 SPLIT_KINDS = ("cycle", "implicit", "implicit-fixed-point")
