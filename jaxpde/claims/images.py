@@ -14,7 +14,7 @@ from ..operators import BOUNDARIES
 from ..operators2d import Gradient
 from ..verify.certificate import CaseResult
 from ..verify.tolerance import gamma
-from . import adversarial, explicit, implicit, networks, sampling
+from . import explicit, implicit, networks, sampling
 from .registry import Budget, Claim, Evidence
 
 GRADIENT_ORDERS = (1, 2, 3)
@@ -132,7 +132,7 @@ def random_networks_2d(rng: np.random.Generator, width, boundary, kernel_size, r
 def _check_resnet_2d(key, budget: Budget) -> Evidence:
     rng = sampling.numpy_rng(key)
     depth = budget.depth
-    cases, searched, started, nonfinite = [], [], [], 0
+    results = []
     for index, (width, boundary, kernel_size, repeats) in enumerate(NETWORK_CONFIGS_2D):
         nets = random_networks_2d(rng, width, boundary, kernel_size, repeats, depth, budget.samples)
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *nets)
@@ -141,14 +141,10 @@ def _check_resnet_2d(key, budget: Budget) -> Evidence:
         name = f"width={width} {boundary} k={kernel_size}x{kernel_size} depth={depth} repeats={repeats}"
         # The search runs the network with its step sizes evaluated once (`steps()`, the
         # same map): it evaluates it many times at fixed parameters.
-        case, found = networks.network_case(
+        results.append(networks.network_case(
             nets, stacked, jnp.asarray(images * amplitudes), name, jax.random.fold_in(key, index), budget,
             search=lambda net: net.steps(),
-        )
-        cases.append(case)
-        nonfinite += int(found.nonfinite)
-        searched.append(float(found.worst))
-        started.append(float(found.sampled))
+        ))
     hypotheses = {
         "parameters": (
             "filters N(0, 1) times 10^U(-2, 2) per stage; RadialBasisFlux weights up to sd 30, bias in [-10, 10]; "
@@ -157,11 +153,7 @@ def _check_resnet_2d(key, budget: Budget) -> Evidence:
         "inputs": ", ".join(IMAGE_KINDS) + f"; amplitudes 10^U(-2, 2); images {_NETWORK_SHAPE[0]}x{_NETWORK_SHAPE[1]}",
         "measured": "every step's ratio ||u_t|| / ||u_(t-1)||, and the falsifier on the network with the largest one",
     }
-    falsifier = adversarial.outcome("gain", budget, searched, started, nonfinite, found=any(not c.passed for c in cases))
-    return Evidence(
-        tuple(cases), 1.0, "<=", "norm_ratio_tolerance of the worst block, compounded over the steps for the whole network",
-        hypotheses, falsifier,
-    )
+    return networks.network_evidence(results, budget, hypotheses, "steps")
 
 
 DIFFUSION_RESNET_STABILITY_2D = Claim(

@@ -190,23 +190,32 @@ def layer_ratios(nets, inputs):
     return sharded_vmap(one)(nets, inputs)
 
 
+def network_evidence(results, budget: Budget, hypotheses: dict, steps: str) -> Evidence:
+    """The `Evidence` of a network stability claim from its `network_case` results, one
+    `(case, search)` per configuration: the bound 1 on every step's ratio, with the tolerance
+    compounded over the network's `steps` ("depth", "steps"), and the falsifier's outcome."""
+    cases = tuple(case for case, _ in results)
+    falsifier = adversarial.outcome(
+        "gain", budget, [float(found.worst) for _, found in results], [float(found.sampled) for _, found in results],
+        sum(int(found.nonfinite) for _, found in results), found=any(not case.passed for case in cases),
+    )
+    derivation = f"norm_ratio_tolerance of the worst block, compounded over the {steps} for the whole network"
+    return Evidence(cases, 1.0, "<=", derivation, hypotheses, falsifier)
+
+
 def _check_resnet(key, budget: Budget) -> Evidence:
     rng = sampling.numpy_rng(key)
     depth = 2 * budget.depth
-    cases, searched, started, nonfinite = [], [], [], 0
+    results = []
     for index, (width, boundary, kernel_size) in enumerate(NETWORK_CONFIGS):
         nets = _random_networks(rng, width, boundary, kernel_size, depth, budget.samples)
         stacked = jax.tree.map(lambda *xs: jnp.stack(xs), *nets)
         signals = sampling.base_signals(rng, budget.samples, _NETWORK_SIZE)
         amplitudes = 10 ** rng.uniform(-2, 2, (budget.samples, 1))
         name = f"width={width} {boundary} k={kernel_size} depth={depth}"
-        case, found = network_case(
+        results.append(network_case(
             nets, stacked, jnp.asarray(signals * amplitudes), name, jax.random.fold_in(key, index), budget
-        )
-        cases.append(case)
-        nonfinite += int(found.nonfinite)
-        searched.append(float(found.worst))
-        started.append(float(found.sampled))
+        ))
     hypotheses = {
         "parameters": (
             "kernels N(0, 1) times 10^U(-2, 2) per layer; RadialBasisFlux weights up to sd 30, bias in [-10, 10]; "
@@ -215,13 +224,7 @@ def _check_resnet(key, budget: Budget) -> Evidence:
         "inputs": ", ".join(sampling.SIGNAL_KINDS) + f"; amplitudes 10^U(-2, 2); n = {_NETWORK_SIZE}",
         "measured": "every layer's ratio ||u_l|| / ||u_(l-1)||, and the falsifier on the network with the largest one",
     }
-    falsifier = adversarial.outcome(
-        "gain", budget, searched, started, nonfinite, found=any(not case.passed for case in cases)
-    )
-    return Evidence(
-        tuple(cases), 1.0, "<=", "norm_ratio_tolerance of the worst block, compounded over the depth for the whole network",
-        hypotheses, falsifier,
-    )
+    return network_evidence(results, budget, hypotheses, "depth")
 
 
 RADIAL_BASIS_FLUX = Claim(
