@@ -97,3 +97,41 @@ def test_level_programs_are_shared_between_sizes():
     for program in ("_level", "_descend", "_ascend"):
         compiled = [name for name in log.compiled.get(256, []) if name == f"jit({program})"]
         assert len(compiled) <= 2, (program, log.compiled)  # levels 256 and 128; 64 and 32 are shared
+
+
+# --- the stragglers of `semi-implicit-multigrid-stability` ------------------------------------
+
+STRAGGLER_BUDGET = Budget(samples=8, depth=1, sizes=(16,), name="test-stragglers", restarts=2, steps=2)
+
+
+def _missing_first_solves(monkeypatch, straggler_solve=claims._straggler_solve):
+    """Every first solve reported as a straggler (the solve again then decides)."""
+    first = claims._first_solve
+
+    def missed(*args):
+        v, gain, residual, cycles, _ = first(*args)
+        return v, gain, residual, cycles, np.bool_(False)
+
+    monkeypatch.setattr(claims, "_first_solve", missed)
+    monkeypatch.setattr(claims, "_straggler_solve", straggler_solve)
+
+
+def test_stragglers_are_solved_again_and_counted(monkeypatch):
+    _missing_first_solves(monkeypatch)
+    certificate = claims.SEMI_IMPLICIT_MULTIGRID_STABILITY.check(jax.random.key(3), STRAGGLER_BUDGET)
+    assert certificate.status == "certified", certificate.message
+    total = certificate.samples
+    assert f"({total} of {total} solves" in certificate.hypotheses["solver"]
+
+
+def test_a_straggler_that_stays_unconverged_is_a_violation(monkeypatch):
+    again = claims._straggler_solve
+
+    def unconverged(*args):
+        v, gain, residual, cycles, _ = again(*args)
+        return v, gain, residual, cycles, np.bool_(False)
+
+    _missing_first_solves(monkeypatch, unconverged)
+    certificate = claims.SEMI_IMPLICIT_MULTIGRID_STABILITY.check(jax.random.key(3), STRAGGLER_BUDGET)
+    assert certificate.status == "violated"
+    assert "solves not converged" in certificate.message

@@ -387,24 +387,20 @@ def _multigrid_solve(op, frozen, tau, u, cycles):
     return v, l2_norm(u - v - tau * op.T(frozen(op(v)))), solution.iterations
 
 
-@_quickly_compiled
-def _multigrid_step(op, frozen, tau, u):
-    r"""The step solved with `Multigrid()` and, where that misses the solver's success test
-    (a straggler), solved again from the start with up to `STRAGGLER_CYCLES` (a `cond` in
-    the same program: no second compilation). Returns the iterate of the last solve, the
-    gains $\|v\| / (\|u\| + \|r\|)$ of the first and of the last solve, $\|r\| / \|u\|$ of
-    the last, its cycles, whether the first solve succeeded and whether the last one did
-    (all in one program per operator)."""
+def _multigrid_step(op, frozen, tau, u, cycles):
+    r"""The step solved with `Multigrid()` from the start, with at most `cycles` (`None`:
+    `Multigrid().max_cycles`). Returns the iterate, its gain $\|v\| / (\|u\| + \|r\|)$,
+    $\|r\| / \|u\|$, the cycles used and whether the solve met the solver's success test."""
     rtol = default_rtol(u.dtype, condition_bound(op, frozen.sector_bound(), tau))
     norm = l2_norm(u)
-    v, residual, cycles = _multigrid_solve(op, frozen, tau, u, None)
-    succeeded = residual <= 2 * rtol * norm
-    gain = l2_norm(v) / (norm + residual)
-    v, residual, cycles = jax.lax.cond(
-        succeeded, lambda: (v, residual, cycles), lambda: _multigrid_solve(op, frozen, tau, u, STRAGGLER_CYCLES)
-    )
-    converged = residual <= 2 * rtol * norm
-    return v, gain, l2_norm(v) / (norm + residual), residual / norm, cycles, succeeded, converged
+    v, residual, used = _multigrid_solve(op, frozen, tau, u, cycles)
+    return v, l2_norm(v) / (norm + residual), residual / norm, used, residual <= 2 * rtol * norm
+
+
+# The first solve of every step, and the solve again of a straggler (one that misses the
+# success test): two programs, the second compiled only when a straggler occurs.
+_first_solve = _quickly_compiled(functools.partial(_multigrid_step, cycles=None))
+_straggler_solve = _quickly_compiled(functools.partial(_multigrid_step, cycles=STRAGGLER_CYCLES))
 
 
 @_quickly_compiled
@@ -432,23 +428,23 @@ def _check_semi_implicit_multigrid(key, budget: Budget) -> Evidence:
                 fraction = 1.0 if rng.random() < 0.25 else float(10 ** rng.uniform(-4, 0))
                 tau = jax.device_put(np.float64(fraction * LARGEST_MULTIPLE * step_size))
                 for depth in range(budget.depth):
-                    v, gain, ratio, residual, cycles, succeeded, converged = _multigrid_step(
-                        op, _frozen(flux, op, u), tau, u
-                    )
-                    if not succeeded:
+                    frozen = _frozen(flux, op, u)
+                    v, gain, residual, cycles, converged = _first_solve(op, frozen, tau, u)
+                    if not converged:
                         # A straggler, solved again alone with `STRAGGLER_CYCLES` (no batch waits for it).
                         worst = max(worst, float(gain))  # item 1 holds for both iterates
                         resolved += 1
+                        v, gain, residual, cycles, converged = _straggler_solve(op, frozen, tau, u)
                     slowest = max(slowest, int(cycles))
-                    ratio = float(ratio)
-                    # The solver's own success test (`solve_diffusion_system`): the ratio
+                    gain = float(gain)
+                    # The solver's own success test (`solve_diffusion_system`): the gain
                     # alone holds for any v, so a case also needs every solve converged.
                     missed += int(not converged)
                     total += 1
                     residuals.append(float(residual))
-                    worst = max(worst, ratio)
+                    worst = max(worst, gain)
                     if depth == 0:
-                        first.append(ratio)
+                        first.append(gain)
                     u = v
             unconverged += missed
             label = f"{name} {type(flux).__name__}" + (f" ({missed} solves not converged)" if missed else "")
