@@ -177,7 +177,7 @@ def attack(
     r"""Maximise objective `objectives[index]` (names of `OBJECTIVES`) for every case, flux
     and restart. One program holds all of `objectives`: a `lax.switch` on `index`, which is
     not batched, so that only the chosen objective runs (the eight objectives on signals
-    compile in 6.6 s together, in 18.8 s as eight programs); the block at $u$ is shared,
+    compile in 6 s together, in 19 s as eight programs); the block at $u$ is shared,
     the pair objectives also evaluate it at $v$. Inputs are pairs $(u, v = u + d)$ with
     $\|u\| = r$ and $\|d\| = \rho r$ fixed per restart ($d$ matters only for the pair
     objectives)."""
@@ -226,16 +226,14 @@ def attack(
     per_flux_case = {"tau": cases.taus, "scale": cases.scales, "energy_scale": cases.energy_scales}
     per_case = {"dirichlet": cases.dirichlet, "convex_mask": cases.convex_masks}
 
-    def one_case(matrix, mask, case_fluxes, flux_values, case_values, keys):
-        # One traced body for every flux kind (`lax.switch` on the flux index).
-        def per_flux(values, index, key):
-            return one(matrix, mask, case_fluxes, {**values, **case_values}, index, key)
+    # One traced body for every flux kind, run for each in turn (`sampling.map_fluxes`).
+    def per_flux(flux_index, flux_values, flux_keys):
+        def one_case(matrix, mask, case_fluxes, values, case_values, key):
+            return one(matrix, mask, case_fluxes, {**values, **case_values}, flux_index, key)
 
-        return jax.vmap(per_flux)(flux_values, jnp.arange(flux_count), keys)
+        return sharded_vmap(one_case)(cases.matrices, cases.masks, cases.fluxes, flux_values, per_case, flux_keys)
 
-    worst, sampled, nonfinite, witness = sharded_vmap(one_case)(
-        cases.matrices, cases.masks, cases.fluxes, per_flux_case, per_case, keys
-    )
+    worst, sampled, nonfinite, witness = sampling.map_fluxes(per_flux, flux_count, per_flux_case, keys)
     return Attack(worst, sampled, nonfinite, witness)
 
 

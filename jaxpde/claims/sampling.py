@@ -237,6 +237,18 @@ class SelectedFlux(AbstractFlux):
         return jax.lax.switch(self.index, branches, s)
 
 
+def map_fluxes(per_flux, flux_count: int, *args):
+    """`per_flux(index, *args_f)` for each flux index in turn (`lax.map`), where `args_f`
+    are `args` at index f of their second axis (`(C, F, ...)`: case, flux); the results
+    stacked back to `(C, F, ...)`. The index is not batched, so a `SelectedFlux` built
+    from it evaluates its own flux alone (under `vmap` a switch evaluates every branch:
+    the falsifier's energy objective ran 3.5 times slower that way, with Weickert's
+    potential among the fluxes)."""
+    swapped = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), args)
+    results = jax.lax.map(lambda a: per_flux(a[0], *a[1]), (jnp.arange(flux_count), swapped))
+    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), results)
+
+
 def convex_sums(v: Array, scale: Array, low: Array) -> Array:
     """$\\sum_i r(v_i)$ for the functions `CONVEX_FUNCTIONS` (shape `(R,)`)."""
     x = v / scale

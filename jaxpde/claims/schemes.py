@@ -316,16 +316,16 @@ def measure(cases: Cases, signals: Array, taus: Array, kind: str, coefficients, 
     the step sizes `taus` (`(C, F, B)`)."""
     flux_count = taus.shape[1]
 
-    def one(matrix, case_fluxes, index, tau, u):
-        return _measure_one(kind, coefficients, depth, None, matrix, case_fluxes, index, tau, u)
+    def per_flux(index, flux_taus, flux_signals):
+        def per_case(matrix, case_fluxes, case_taus, case_signals):
+            def one(tau, u):
+                return _measure_one(kind, coefficients, depth, None, matrix, case_fluxes, index, tau, u)
 
-    def per_case(matrix, case_fluxes, case_taus, case_signals):
-        def per_flux(index, flux_taus, flux_signals):
-            return jax.vmap(lambda t, u: one(matrix, case_fluxes, index, t, u))(flux_taus, flux_signals)
+            return jax.vmap(one)(case_taus, case_signals)
 
-        return jax.vmap(per_flux)(jnp.arange(flux_count), case_taus, case_signals)
+        return sharded_vmap(per_case)(cases.matrices, cases.fluxes, flux_taus, flux_signals)
 
-    ratio, residual, excess = sharded_vmap(per_case)(cases.matrices, cases.fluxes, taus, signals)
+    ratio, residual, excess = sampling.map_fluxes(per_flux, flux_count, taus, signals)
     return SchemeMeasurements(ratio, residual, excess)
 
 
@@ -360,15 +360,13 @@ def attack(
         witness = to_sphere(found.witness * mask, radius[jnp.argmax(found.per_restart)])
         return found.worst, found.sampled, found.nonfinite, (witness, witness)
 
-    def per_case(matrix, mask, case_fluxes, case_taus, case_scales, case_keys):
-        def per_flux(index, tau, scale, k):
-            return one(matrix, mask, case_fluxes, index, tau, scale, k)
+    def per_flux(index, flux_taus, flux_scales, flux_keys):
+        def per_case(matrix, mask, case_fluxes, tau, scale, key):
+            return one(matrix, mask, case_fluxes, index, tau, scale, key)
 
-        return jax.vmap(per_flux)(jnp.arange(flux_count), case_taus, case_scales, case_keys)
+        return sharded_vmap(per_case)(cases.matrices, cases.masks, cases.fluxes, flux_taus, flux_scales, flux_keys)
 
-    worst, sampled, nonfinite, witness = sharded_vmap(per_case)(
-        cases.matrices, cases.masks, cases.fluxes, cases.taus, cases.scales, keys
-    )
+    worst, sampled, nonfinite, witness = sampling.map_fluxes(per_flux, flux_count, cases.taus, cases.scales, keys)
     return Attack(worst, sampled, nonfinite, witness)
 
 
