@@ -237,6 +237,16 @@ class SelectedFlux(AbstractFlux):
         return jax.lax.switch(self.index, branches, s)
 
 
+def _each_flux(run, rows, fractions):
+    """`run(index, row, fraction)` on the samples `rows` `(F, B, N)` and `fractions` `(F, B)`
+    of each flux in turn, as `map_fluxes` (its own flux alone); `(F, B, ...)` results."""
+
+    def per_flux(index, flux_rows, flux_fractions):
+        return sharded_vmap(lambda u, fraction: run(index, u, fraction))(flux_rows, flux_fractions)
+
+    return jax.lax.map(lambda a: per_flux(*a), (jnp.arange(rows.shape[0]), rows, fractions))
+
+
 def map_fluxes(per_flux, flux_count: int, *args):
     """`per_flux(index, *args_f)` for each flux index in turn (`lax.map`), where `args_f`
     are `args` at index f of their second axis (`(C, F, ...)`: case, flux); the results
@@ -285,7 +295,6 @@ def evaluate(
     upper = op.norm_bound()
     lower, vector = power_iteration(op, key, POWER_ITERATIONS, upper.dtype)
     top = vector.reshape(-1) / jnp.sqrt(jnp.mean(vector**2))
-    count = amplitudes.shape[0]
     nu = jnp.where(use_lower_norm > 0, lower, upper)
     sectors = jnp.stack([f.sector_bound() for f in fluxes])
     taus = step_multipliers * 2 / (sectors * nu**2)
@@ -328,10 +337,7 @@ def evaluate(
             _largest_increase(convex_sums(u, scale, start), sums) / u.size,
         )
 
-    batch = amplitudes.shape[1]
-    indices = jnp.repeat(jnp.arange(count), batch)
-    flat = sharded_vmap(run)(indices, rows.reshape(count * batch, -1), fractions.reshape(-1))
-    ratio, drift, excess, share, energy, var, convex = (x.reshape(count, batch, *x.shape[1:]) for x in flat)
+    ratio, drift, excess, share, energy, var, convex = _each_flux(run, rows, fractions)
     return Measurements(
         ratio=ratio, mean_drift=drift, range_excess=excess, decreasing_share=share, lower=lower, tau=taus,
         energy_increase=energy, variance_increase=var, convex_increase=convex,
@@ -463,7 +469,6 @@ def evaluate_cases(
         start = jax.random.normal(key, mask.shape, matrix.dtype) * mask
         lower, vector = power_iterate(op, op.T, start / l2_norm(start), POWER_ITERATIONS)
         top = vector / jnp.sqrt(jnp.sum(vector**2) / size)
-        count = amps.shape[0]
         nu = jnp.where(flags > 0, lower, upper)
         sectors = jnp.stack([f.sector_bound() for f in case_fluxes])
         taus = multipliers * 2 / (sectors * nu**2)
@@ -508,10 +513,7 @@ def evaluate_cases(
                 _largest_increase(_masked_convex_sums(u, mask, scale, low0), sums) / size,
             )
 
-        batch = amps.shape[1]
-        indices = jnp.repeat(jnp.arange(count), batch)
-        flat = sharded_vmap(run)(indices, rows.reshape(count * batch, -1), fracs.reshape(-1))
-        ratio, drift, excess, share, energy, var, convex = (x.reshape(count, batch, *x.shape[1:]) for x in flat)
+        ratio, drift, excess, share, energy, var, convex = _each_flux(run, rows, fracs)
         return Measurements(
             ratio=ratio, mean_drift=drift, range_excess=excess, decreasing_share=share, lower=lower, tau=taus,
             energy_increase=energy, variance_increase=var, convex_increase=convex,
