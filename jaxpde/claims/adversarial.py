@@ -4,8 +4,8 @@ operators, for all the objectives the claims ask of it (`program_objectives`).
 Each operator case is written as its dense matrix, zero-padded to a common shape (per
 budget and family, `sampling.padded_shape`), so that a single program per family
 attacks every operator, every flux and every restart: vmapped over a chunk of
-`sampling.CASE_CHUNK` cases and over the fluxes, and, inside `verify.falsify`, over
-restarts. Padding is exact: padded rows of $K$ are zero ($\\Phi(0) = 0$, $\\Psi(0) = 0$),
+`sampling.CASE_CHUNK` cases, looped over the fluxes (`sampling.map_fluxes`) and, inside
+`verify.falsify`, vmapped over restarts. Padding is exact: padded rows of $K$ are zero ($\\Phi(0) = 0$, $\\Psi(0) = 0$),
 padded input entries are held at zero by the projection and stay zero under the block.
 The claims re-evaluate the witnesses over `depth` steps with the measurements of the
 random samples (`recheck_cases`).
@@ -233,7 +233,7 @@ def attack(
 
         return sharded_vmap(one_case)(cases.matrices, cases.masks, cases.fluxes, flux_values, per_case, flux_keys)
 
-    worst, sampled, nonfinite, witness = sampling.map_fluxes(per_flux, flux_count, per_flux_case, keys)
+    worst, sampled, nonfinite, witness = sampling.map_fluxes(per_flux, per_flux_case, keys)
     return Attack(worst, sampled, nonfinite, witness)
 
 

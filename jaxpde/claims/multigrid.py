@@ -67,17 +67,21 @@ def _configurations(budget: Budget) -> int:
 
 @_quickly_compiled
 def _systems(op, taus, seeds, count: int):
-    r"""For each $\tau$ of `taus` (floats): the constant-coefficient system ($g = 1$) and `count`
-    random ones (`random_systems` from the key of the seed of `seeds`), one batch; the
-    solver's tolerance of every system, and the default cycle's `Multigrid.schedule`."""
+    r"""For each $\tau$ of `taus`: the constant-coefficient system ($g = 1$) and `count`
+    random ones (`random_systems` from the key of the seed of `seeds`), one batch in this
+    order; the solver's tolerance of every system, and the default cycle's
+    `Multigrid.schedule`."""
     cycle = Multigrid()
-    batches = []
-    for index, tau in enumerate(taus):  # a few static step sizes
+
+    def per_tau(tau, seed):
         constant = diffusion_stencil(op, Linear(1.0), tau)
-        batches += [jax.tree.map(lambda x: x[None], constant), random_systems(jax.random.key(seeds[index]), count, op, tau)]
-    systems = jax.tree.map(lambda *xs: jnp.concatenate(xs), *batches)
+        random = random_systems(jax.random.key(seed), count, op, tau)
+        return jax.tree.map(lambda c, r: jnp.concatenate([c[None], r]), constant, random)
+
+    batches = jax.vmap(per_tau)(jnp.asarray(taus, jnp.float64), seeds)  # (taus, count + 1, ...)
+    systems = jax.tree.map(lambda x: x.reshape(-1, *x.shape[2:]), batches)
     tolerances = jax.vmap(lambda A: cycle.default_rtol(A, jnp.float64))(systems)
-    return systems, tolerances, cycle.schedule(constant)
+    return systems, tolerances, cycle.schedule(jax.tree.map(lambda x: x[0], systems))
 
 
 # The level-wise cycle: one program per level shape (n, bandwidth, periodic, kernel), whatever

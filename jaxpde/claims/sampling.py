@@ -216,7 +216,8 @@ class Measurements(eqx.Module):
 
 class SelectedFlux(AbstractFlux):
     """The flux `fluxes[index]` with a traced `index`: one program serves all flux
-    classes (under `vmap` the switch evaluates every branch and selects)."""
+    classes (under `vmap` the switch evaluates every branch and selects: `map_fluxes`
+    runs them in turn with an unbatched index instead)."""
 
     fluxes: tuple[AbstractFlux, ...]
     index: Array
@@ -237,26 +238,27 @@ class SelectedFlux(AbstractFlux):
         return jax.lax.switch(self.index, branches, s)
 
 
+def map_fluxes(per_flux, *args, axis: int = 1):
+    """`per_flux(index, *args_f)` for each flux index f in turn (`lax.map`), `args_f` being
+    `args` at index f of their flux axis `axis` (`(C, F, ...)`, case and flux, by default);
+    the results stacked along that axis. The index is not batched, so a `SelectedFlux`
+    built from it evaluates its own flux alone (under `vmap` a switch evaluates every
+    branch: the falsifier's energy objective ran 3.5 times slower that way, with
+    Weickert's potential among the fluxes)."""
+    moved = jax.tree.map(lambda x: jnp.moveaxis(x, axis, 0), args)
+    count = jax.tree.leaves(moved)[0].shape[0]
+    results = jax.lax.map(lambda a: per_flux(a[0], *a[1]), (jnp.arange(count), moved))
+    return jax.tree.map(lambda x: jnp.moveaxis(x, 0, axis), results)
+
+
 def _each_flux(run, rows, fractions):
     """`run(index, row, fraction)` on the samples `rows` `(F, B, N)` and `fractions` `(F, B)`
-    of each flux in turn, as `map_fluxes` (its own flux alone); `(F, B, ...)` results."""
+    of each flux in turn (`map_fluxes`); `(F, B, ...)` results."""
 
     def per_flux(index, flux_rows, flux_fractions):
         return sharded_vmap(lambda u, fraction: run(index, u, fraction))(flux_rows, flux_fractions)
 
-    return jax.lax.map(lambda a: per_flux(*a), (jnp.arange(rows.shape[0]), rows, fractions))
-
-
-def map_fluxes(per_flux, flux_count: int, *args):
-    """`per_flux(index, *args_f)` for each flux index in turn (`lax.map`), where `args_f`
-    are `args` at index f of their second axis (`(C, F, ...)`: case, flux); the results
-    stacked back to `(C, F, ...)`. The index is not batched, so a `SelectedFlux` built
-    from it evaluates its own flux alone (under `vmap` a switch evaluates every branch:
-    the falsifier's energy objective ran 3.5 times slower that way, with Weickert's
-    potential among the fluxes)."""
-    swapped = jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), args)
-    results = jax.lax.map(lambda a: per_flux(a[0], *a[1]), (jnp.arange(flux_count), swapped))
-    return jax.tree.map(lambda x: jnp.swapaxes(x, 0, 1), results)
+    return map_fluxes(per_flux, rows, fractions, axis=0)
 
 
 def convex_sums(v: Array, scale: Array, low: Array) -> Array:

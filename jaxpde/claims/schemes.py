@@ -314,7 +314,6 @@ def resolve_stragglers(cases: Cases, signals, taus, sampled: SchemeMeasurements,
 def measure(cases: Cases, signals: Array, taus: Array, kind: str, coefficients, depth: int) -> SchemeMeasurements:
     """Apply scheme `kind` `depth` times to every signal (`(C, F, B, N)`, zero-padded) at
     the step sizes `taus` (`(C, F, B)`)."""
-    flux_count = taus.shape[1]
 
     def per_flux(index, flux_taus, flux_signals):
         def per_case(matrix, case_fluxes, case_taus, case_signals):
@@ -325,7 +324,7 @@ def measure(cases: Cases, signals: Array, taus: Array, kind: str, coefficients, 
 
         return sharded_vmap(per_case)(cases.matrices, cases.fluxes, flux_taus, flux_signals)
 
-    ratio, residual, excess = sampling.map_fluxes(per_flux, flux_count, taus, signals)
+    ratio, residual, excess = sampling.map_fluxes(per_flux, taus, signals)
     return SchemeMeasurements(ratio, residual, excess)
 
 
@@ -366,7 +365,7 @@ def attack(
 
         return sharded_vmap(per_case)(cases.matrices, cases.masks, cases.fluxes, flux_taus, flux_scales, flux_keys)
 
-    worst, sampled, nonfinite, witness = sampling.map_fluxes(per_flux, flux_count, cases.taus, cases.scales, keys)
+    worst, sampled, nonfinite, witness = sampling.map_fluxes(per_flux, cases.taus, cases.scales, keys)
     return Attack(worst, sampled, nonfinite, witness)
 
 

@@ -167,7 +167,8 @@ def energy_factor(cycle, A: BandedStencil, e: Float[Array, " n"], cycles: int) -
 
 
 def random_systems(
-    key: PRNGKeyArray, count: int, op: AbstractOperator, tau: float, *, contrast: float = 100.0, correlation: int = 8
+    key: PRNGKeyArray, count: int, op: AbstractOperator, tau: float | Float[Array, ""], *, contrast: float = 100.0,
+    correlation: int = 8,
 ) -> BandedStencil:
     r"""`count` systems $I + \tau K^\top G K$ with random diffusivities: $\log g$ is a random
     walk smoothed over `correlation` points and scaled to the range $[\log(1/\text{contrast}), 0]$,
