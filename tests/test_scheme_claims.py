@@ -211,3 +211,26 @@ def test_run_reports_every_case_at_its_own_index():
     ratios = np.max(measured.ratio, axis=(1, 2))
     assert ratios[planted] > 1.5
     assert np.all(np.delete(ratios, planted) <= 1 + 1e-12)
+
+
+def test_implicit_samples_that_miss_the_tolerance_are_solved_again(monkeypatch):
+    """`run` solves again the "implicit" samples whose residual missed the tolerance
+    (`resolve_stragglers`): one sample's excess planted as infinite in the batch is solved
+    again and then meets the tolerance; without stragglers, nothing is solved again."""
+    from jaxpde.claims import sampling, schemes
+
+    rng = np.random.default_rng(4)
+    ops = [op for _, op in sampling.operator_cases(rng, PLANTED_BUDGET.sizes)][:2]
+    fluxes = [sampling.random_fluxes(rng) for _ in ops]
+    taus = np.array([[float(stable_step_size(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])
+    calm, _ = schemes.run(np.random.default_rng(5), ops, fluxes, taus, "implicit", PLANTED_BUDGET, search=False)
+    assert calm.resolved == 0 and np.all(calm.excess <= 1)
+    measure = schemes.measure
+
+    def one_missed(*args):
+        sampled = measure(*args)
+        return schemes.SchemeMeasurements(sampled.ratio, sampled.residual, sampled.excess.at[0, 0, 0].set(np.inf))
+
+    monkeypatch.setattr(schemes, "measure", one_missed)
+    sampled, _ = schemes.run(np.random.default_rng(5), ops, fluxes, taus, "implicit", PLANTED_BUDGET, search=False)
+    assert sampled.resolved == 1 and np.all(sampled.excess <= 1)

@@ -460,6 +460,12 @@ def _merged(parts, groups, count: int):
     return jax.tree.map(merge, *parts)
 
 
+def _with_witness(signals, fractions, witness):
+    # The falsifier's witness `(C, F, N)` as one more sample, last along `B`, at the full step.
+    signals = np.concatenate([signals, np.asarray(witness)[:, :, None, :]], axis=2)
+    return signals, np.concatenate([fractions, np.ones(fractions.shape[:2] + (1,))], axis=2)
+
+
 def _run_group(rng, ops, fluxes, taus, kind, budget, coefficients, smallest_fraction, search):
     # `run` on one group of cases (one padded shape), without the stragglers' re-solves;
     # also returns the signals and step sizes of the samples.
@@ -467,8 +473,7 @@ def _run_group(rng, ops, fluxes, taus, kind, budget, coefficients, smallest_frac
     found = None
     if search:
         found = jax.tree.map(np.asarray, attack(cases, key, kind, coefficients, budget.restarts, budget.steps))
-        signals = np.concatenate([signals, found.witness[0][:, :, None, :]], axis=2)
-        fractions = np.concatenate([fractions, np.ones(fractions.shape[:2] + (1,))], axis=2)
+        signals, fractions = _with_witness(signals, fractions, found.witness[0])
     steps = np.asarray(taus)[..., None] * fractions
     sampled = jax.tree.map(np.asarray, measure(cases, signals, steps, kind, coefficients, budget.depth))
     return (sampled.ratio, sampled.residual, sampled.excess), found, signals, steps
@@ -499,7 +504,7 @@ def run(
         _merged(part, groups, len(ops)) if part[0] is not None else None for part in zip(*parts)
     )
     sampled = jax.tree.map(np.asarray, SchemeMeasurements(jnp.asarray(ratio), jnp.asarray(residual), jnp.asarray(excess)))
-    if kind == "implicit":
+    if kind == "implicit" and not np.all(excess <= 1):  # stragglers (NaN included)
         sampled, _ = resolve_stragglers(adversarial.stack_cases(ops, fluxes, taus), signals, steps, sampled, budget.depth)
     return sampled, found
 
@@ -516,7 +521,6 @@ def compile_run(ops, fluxes, taus, kind: str, budget, *, coefficients=None, sear
         )
         if search:
             attack.lower(cases, key, kind, device_coefficients, budget.restarts, budget.steps).compile()
-            signals = np.concatenate([signals, signals[:, :, :1]], axis=2)
-            fractions = np.concatenate([fractions, fractions[:, :, :1]], axis=2)
+            signals, fractions = _with_witness(signals, fractions, signals[:, :, 0])
         steps = np.asarray(taus)[group][..., None] * fractions
         measure.lower(cases, signals, steps, kind, device_coefficients, budget.depth).compile()
