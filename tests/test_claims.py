@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import pathlib
 
@@ -219,6 +220,36 @@ def test_each_objective_of_the_shared_program_is_its_own_program():
         alone = adversarial.attack(cases, key, np.asarray(0, np.int32), (objective,), budget.restarts, budget.steps)
         np.testing.assert_allclose(np.asarray(shared.worst), np.asarray(alone.worst), rtol=1e-12, atol=1e-15)
         np.testing.assert_allclose(np.asarray(shared.sampled), np.asarray(alone.sampled), rtol=1e-12, atol=1e-15)
+
+
+def test_the_shared_program_runs_where_it_was_prepared_and_one_objective_elsewhere(monkeypatch):
+    """`attack_operators` runs the program of all the signal objectives only where
+    `compile_attack` prepared it (as `warm_up` does for `jaxpde certify`), so that a claim
+    checked alone compiles the program of its own objective; images keep "gain" alone."""
+    budget = Budget(samples=5, depth=1, sizes=(8,), name="test-objectives", restarts=3, steps=1)
+    rng = np.random.default_rng(5)
+    ops = [op for _, op in sampling.operator_cases(rng, budget.sizes)][:2]
+    fluxes = [sampling.random_fluxes(rng) for _ in ops]
+    taus = np.array([[float(stable_step_size(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])
+    monkeypatch.setattr(adversarial, "_PREPARED", set())
+    ran = []
+    attack = adversarial.attack
+
+    def recorded(cases, key, index, objectives, *args):
+        ran.append(objectives)
+        return attack(cases, key, index, objectives, *args)
+
+    monkeypatch.setattr(adversarial, "attack", recorded)
+    adversarial.attack_operators(rng, ops, fluxes, taus, "range", budget)
+    assert ran == [("range",)]
+    monkeypatch.setattr(adversarial, "attack", attack)
+    adversarial.compile_attack(ops, fluxes, "mass", budget)
+    monkeypatch.setattr(adversarial, "attack", recorded)
+    adversarial.attack_operators(rng, ops, fluxes, taus, "range", budget)
+    assert ran[-1] == adversarial.SIGNAL_OBJECTIVES
+    # Another search size was not prepared: its own objective again.
+    adversarial.attack_operators(rng, ops, fluxes, taus, "range", dataclasses.replace(budget, steps=2))
+    assert ran[-1] == ("range",)
 
 
 def test_witnesses_are_rechecked_in_the_program_of_the_random_samples():

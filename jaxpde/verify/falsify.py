@@ -190,6 +190,7 @@ def _unit_rms(z: Array, c) -> Array:
     return to_sphere(z, jnp.sqrt(jnp.asarray(z.size, z.dtype)))
 
 
+@eqx.filter_jit
 def _log_uniform(key: PRNGKeyArray, count: int, low: float, high: float, dtype) -> Array:
     exponent = jax.random.uniform(key, (count,), dtype, jnp.log(low), jnp.log(high))
     return jnp.exp(exponent)
@@ -234,7 +235,13 @@ def _search_on_spheres(violation_at, in_shape, key, restarts, steps, radii, lear
 def stratified_radii(key: PRNGKeyArray, count: int, radii: tuple[float, float], dtype) -> Float[Array, " count"]:
     """`count` norms log-uniform over `radii`, one in each of `count` equal slices of the
     log range (so that every decade is visited), in random order."""
-    low, high = _check_radii("radii", radii)
+    return _stratified_radii(key, count, _check_radii("radii", radii), dtype)
+
+
+@eqx.filter_jit
+def _stratified_radii(key, count: int, radii: tuple[float, float], dtype):
+    # One program (called eagerly, its few operations would compile one by one).
+    low, high = radii
     order_key, jitter_key = jax.random.split(key)
     slots = jax.random.permutation(order_key, count).astype(dtype)
     fraction = (slots + jax.random.uniform(jitter_key, (count,), dtype)) / count
@@ -284,6 +291,15 @@ def _fourier_directions(in_shape: tuple[int, ...], count: int) -> np.ndarray:
 
 
 @eqx.filter_jit
+def _random_points(keys, count: int, in_shape: tuple[int, ...], radii: tuple[float, float], dtype):
+    """`count` points with norms log-stratified over `radii` in Gaussian directions, and
+    Gaussian start vectors for their power iterations (from `keys[0]`, `keys[1]`, `keys[2]`)."""
+    norms = _stratified_radii(keys[0], count, radii, dtype)
+    at = jax.vmap(to_sphere)(jax.random.normal(keys[1], (count, *in_shape), dtype), norms)
+    return at, jax.random.normal(keys[2], at.shape, dtype)
+
+
+@eqx.filter_jit
 def _jacobian_directions(f, points, starts, iterations: int):
     """The top right singular vector of $J_f(p)$ at each point $p$ (power iteration on
     $J^\\top J$ with forward and reverse mode)."""
@@ -328,11 +344,9 @@ def structured_starts(
     jacobian = np.zeros((0, size))
     points = np.zeros((0, size))
     if jacobian_count:
-        norms = stratified_radii(keys[0], jacobian_count, radii, dtype)
-        raw = jax.random.normal(keys[1], (jacobian_count, *in_shape), dtype)
-        at = jax.vmap(to_sphere)(raw, norms)
+        at, start = _random_points(keys[:3], jacobian_count, in_shape, _check_radii("radii", radii), dtype)
         try:
-            vectors = _jacobian_directions(f, at, jax.random.normal(keys[2], at.shape, dtype), JACOBIAN_ITERATIONS)
+            vectors = _jacobian_directions(f, at, start, JACOBIAN_ITERATIONS)
             jacobian = np.asarray(vectors, np.float64).reshape(jacobian_count, size)
             points = np.asarray(at, np.float64).reshape(jacobian_count, size)
             if not np.all(np.isfinite(jacobian)):
@@ -392,43 +406,60 @@ def _split(restarts: int) -> tuple[int, int]:
 
 
 def _two_round_search(fns, kind, starts, context, seeds, key, restarts, steps, radii, learning_rate, dtype, distances=None):
-    """Round 1 from `starts`; round 2 (half the restarts) from the best inputs of round 1,
-    perturbed by 10 % and with norms jittered by up to a factor sqrt(10)."""
+    """Round 1 from `starts`; round 2 (half the restarts) from the best inputs of round 1
+    (`_refined_starts`)."""
     _, refined = _split(restarts)
-    take = lambda tree, index: jax.tree.map(lambda leaf: leaf[index], tree)
     best, best_x, start_values, bad = _round(fns, kind, starts, context, steps, learning_rate)
-    contexts = [context]
+    rounds, contexts = [(best, best_x, bad)], [context]
     if refined:
-        order = jnp.argsort(-jnp.where(jnp.isfinite(best), best, -jnp.inf))[:refined]
-        noise_key, radius_key = jax.random.split(key)
-        seeds_x = take(best_x, order)
-        leaves, treedef = jax.tree.flatten(seeds_x)
-        noise_keys = jax.random.split(noise_key, len(leaves))
-        leaves = [leaf + 0.1 * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, noise_keys)]
-        seeds_x = jax.tree.unflatten(treedef, leaves)
-        jitter = jnp.exp(jax.random.uniform(radius_key, (refined,), dtype, -0.5, 0.5) * math.log(10.0))
-        jitter = jnp.where(jnp.arange(refined) < refined // 4, 1.0, jitter).astype(dtype)
-        low, high = radii
-        base = take(context, order)
-        if kind == "lipschitz":
-            context2 = (jnp.clip(base[0] * jitter, low, high), base[1] * jitter)
-        else:
-            context2 = jnp.clip(base * jitter, low, high)
+        seeds_x, context2 = _refined_starts(kind, best, best_x, context, key, refined, radii, dtype)
         best2, best_x2, _, bad2 = _round(fns, kind, seeds_x, context2, steps, learning_rate)
-        best = jnp.concatenate([best, best2])
-        best_x = jax.tree.map(lambda a, b: jnp.concatenate([a, b]), best_x, best_x2)
-        bad = jnp.concatenate([bad, bad2])
+        rounds.append((best2, best_x2, bad2))
         contexts.append(context2)
-    all_context = jax.tree.map(lambda *xs: jnp.concatenate(xs), *contexts)
-    index = jnp.argmax(best)
-    top = jnp.argsort(-jnp.where(jnp.isnan(best), -jnp.inf, best))[:CANDIDATES]
-    witness = _inputs(kind, take(best_x, index), take(all_context, index))
-    candidates = jax.vmap(lambda x, c: _inputs(kind, x, c))(take(best_x, top), take(all_context, top))
+    worst, witness, per_restart, nonfinite, candidates = _best_of_rounds(kind, rounds, contexts)
     region = SearchRegion(
         radii=(float(radii[0]), float(radii[1])), restarts=restarts, steps=steps, dtype=np.dtype(dtype).name,
         seeds=(*seeds, ("refine", refined)), refined=refined, learning_rate=float(learning_rate), distances=distances,
     )
-    return Falsification(best[index], witness, jnp.max(start_values), best, jnp.sum(bad), region, candidates)
+    return Falsification(worst, witness, jnp.max(start_values), per_restart, nonfinite, region, candidates)
+
+
+def _take(tree, index):
+    return jax.tree.map(lambda leaf: leaf[index], tree)
+
+
+@eqx.filter_jit
+def _refined_starts(kind: str, best, best_x, context, key, refined: int, radii: tuple[float, float], dtype):
+    """The starts of round 2: the `refined` best inputs of round 1 perturbed by 10 %, their
+    norms jittered by up to a factor sqrt(10) (a quarter kept) within `radii`."""
+    order = jnp.argsort(-jnp.where(jnp.isfinite(best), best, -jnp.inf))[:refined]
+    noise_key, radius_key = jax.random.split(key)
+    leaves, treedef = jax.tree.flatten(_take(best_x, order))
+    noise_keys = jax.random.split(noise_key, len(leaves))
+    leaves = [leaf + 0.1 * jax.random.normal(k, leaf.shape, leaf.dtype) for leaf, k in zip(leaves, noise_keys)]
+    jitter = jnp.exp(jax.random.uniform(radius_key, (refined,), dtype, -0.5, 0.5) * math.log(10.0))
+    jitter = jnp.where(jnp.arange(refined) < refined // 4, 1.0, jitter).astype(dtype)
+    low, high = radii
+    base = _take(context, order)
+    if kind == "lipschitz":
+        context2 = (jnp.clip(base[0] * jitter, low, high), base[1] * jitter)
+    else:
+        context2 = jnp.clip(base * jitter, low, high)
+    return jax.tree.unflatten(treedef, leaves), context2
+
+
+@eqx.filter_jit
+def _best_of_rounds(kind: str, rounds, contexts):
+    """Over the restarts of all `rounds` (`(best, best_x, bad)` each, with their
+    `contexts`): the largest value, its input, every restart's best, the non-finite count
+    and the inputs of the `CANDIDATES` best restarts."""
+    best, best_x, bad = (jax.tree.map(lambda *xs: jnp.concatenate(xs), *parts) for parts in zip(*rounds))
+    context = jax.tree.map(lambda *xs: jnp.concatenate(xs), *contexts)
+    index = jnp.argmax(best)
+    top = jnp.argsort(-jnp.where(jnp.isnan(best), -jnp.inf, best))[:CANDIDATES]
+    witness = _inputs(kind, _take(best_x, index), _take(context, index))
+    candidates = jax.vmap(lambda x, c: _inputs(kind, x, c))(_take(best_x, top), _take(context, top))
+    return best[index], witness, best, jnp.sum(bad), candidates
 
 
 def _sphere_search(fns, kind, in_shape, key, restarts, steps, radii, learning_rate, dtype, structured) -> Falsification:
@@ -503,14 +534,7 @@ def falsify_lipschitz(
     first, _ = _split(restarts)
     if structured:
         directions, radius, seeds, points = structured_starts(keys[0], in_shape, first, radii, dtype, f)
-        offsets = jax.random.normal(keys[1], (first, *in_shape), dtype)
-        # Jacobian seeds: u at the point, v - u along the top singular vector there.
-        at_point = jnp.any(points != 0, axis=tuple(range(1, points.ndim)))
-        shape = (first,) + (1,) * len(in_shape)
-        offsets = jnp.where(at_point.reshape(shape), directions, offsets)
-        directions = jnp.where(at_point.reshape(shape), points, directions)
-        point_norms = jnp.sqrt(jnp.sum(points.reshape(first, -1) ** 2, axis=1))
-        radius = jnp.where(at_point, point_norms, radius)
+        directions, offsets, radius = _pair_starts(directions, radius, points, keys[1])
     else:
         directions, _ = random_starts(keys[0], in_shape, first, radii, dtype)
         offsets = jax.random.normal(keys[1], (first, *in_shape), dtype)
@@ -521,6 +545,20 @@ def falsify_lipschitz(
         (f,), "lipschitz", (directions, offsets), (radius, radius * relative), seeds, keys[3], restarts, steps, radii,
         learning_rate, dtype, distances=distances,
     )
+
+
+@eqx.filter_jit
+def _pair_starts(directions, radius, points, key):
+    """The pairs' starts: Gaussian offsets $v - u$ from `key`, except for the Jacobian seeds
+    (the nonzero rows of `points`): $u$ at the point, $v - u$ along the top singular vector
+    there (its row of `directions`)."""
+    offsets = jax.random.normal(key, directions.shape, directions.dtype)
+    at_point = jnp.any(points != 0, axis=tuple(range(1, points.ndim)))
+    shape = at_point.shape + (1,) * (points.ndim - 1)
+    offsets = jnp.where(at_point.reshape(shape), directions, offsets)
+    directions = jnp.where(at_point.reshape(shape), points, directions)
+    point_norms = jnp.sqrt(jnp.sum(points.reshape(points.shape[0], -1) ** 2, axis=1))
+    return directions, offsets, jnp.where(at_point, point_norms, radius)
 
 
 def falsify_energy(
