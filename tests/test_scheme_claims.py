@@ -5,6 +5,7 @@ about the explicit block)."""
 import functools
 import math
 
+import equinox as eqx
 import hypothesis
 import hypothesis.strategies as st
 import jax
@@ -105,7 +106,7 @@ def test_stability_claims_refute_a_wrong_solver(claim_id, monkeypatch):
 
     # Each solver returns 0.9 u: not a solution (its residual is 0.1 u - 0.9 tau A u), but
     # ||v|| <= ||u|| + ||r|| holds for it.
-    def scaled_implicit(op, flux, tau, u, iterations=None):
+    def scaled_implicit(op, flux, tau, u, iterations=None, target=None):
         return 0.9 * u, jax.numpy.zeros((), u.dtype)  # and claims a zero residual
 
     def scaled_dense_solve(matrix, g, tau, u):
@@ -234,3 +235,35 @@ def test_implicit_samples_that_miss_the_tolerance_are_solved_again(monkeypatch):
     monkeypatch.setattr(schemes, "measure", one_missed)
     sampled, _ = schemes.run(np.random.default_rng(5), ops, fluxes, taus, "implicit", PLANTED_BUDGET, search=False)
     assert sampled.resolved == 1 and np.all(sampled.excess <= 1)
+
+
+def test_a_re_solve_stops_once_its_residual_meets_the_target():
+    """`newton_or_lagged` with a `target` (the stragglers' re-solves) returns the iterate of
+    the fixed count at which the smallest residual first meets the target, for each member
+    of a batch on its own; without a target it runs the fixed count."""
+    import jax.numpy as jnp
+
+    from jaxpde import Matrix, fluxes
+    from jaxpde.claims import schemes
+
+    with jax.enable_x64(True):
+        rng = np.random.default_rng(8)
+        op = Matrix(rng.standard_normal((12, 8)))
+        flux = fluxes.PeronaMalik(0.3)
+        tau = jnp.asarray(50.0)
+        us = jnp.asarray(rng.standard_normal((2, 8)) * np.array([[1.0], [4.0]]))
+        solve = eqx.filter_jit(schemes.newton_or_lagged)
+        counts = range(13)
+        fixed = [[solve(op, flux, tau, u, k) for k in counts] for u in us]
+        targets, expected = [], []
+        for runs in fixed:
+            norms = [float(norm) for _, norm in runs]
+            assert norms[0] > norms[-1]  # the iterations make progress from the start
+            target = 2 * norms[3]
+            first = next(k for k, norm in enumerate(norms) if norm <= target)
+            targets.append(target)
+            expected.append(runs[first][0])
+        stopped = eqx.filter_jit(jax.vmap(lambda u, t: schemes.newton_or_lagged(op, flux, tau, u, 64, t)))(us, jnp.asarray(targets))
+        for v, norm, target, want in zip(*stopped, targets, expected):
+            assert float(norm) <= target
+            np.testing.assert_allclose(np.asarray(v), np.asarray(want), rtol=0, atol=1e-13 * float(jnp.max(jnp.abs(want))))

@@ -56,9 +56,9 @@ def stability_evidence(key, budget: Budget, kind: str, cases=sampling.operator_c
             f"jaxpde.claims.schemes.newton_or_lagged: the semi-implicit step, then {schemes.IMPLICIT_ITERATIONS} "
             "descent iterations on E (the least-energy of a lagged-diffusivity step and damped Newton steps, "
             "ties within rounding broken by the residual; Cholesky solves), the iterate of smallest residual; the "
-            f"{measured.resolved} samples that missed the tolerance were solved again, with "
-            f"{' then '.join(map(str, schemes.STRAGGLER_ITERATIONS))} iterations for those still missing it "
-            "(jaxpde.claims.schemes.resolve_stragglers)"
+            f"{measured.resolved} samples that missed the tolerance were solved again, with at most "
+            f"{' then '.join(map(str, schemes.STRAGGLER_ITERATIONS))} iterations for those still missing it, "
+            "stopping at half the tolerance (jaxpde.claims.schemes.resolve_stragglers)"
         )
     )
     hypotheses = {
