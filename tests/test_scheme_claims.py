@@ -254,7 +254,7 @@ def test_a_re_solve_stops_once_its_residual_meets_the_target():
         us = jnp.asarray(rng.standard_normal((2, 8)) * np.array([[1.0], [4.0]]))
         solve = eqx.filter_jit(schemes.newton_or_lagged)
         counts = range(13)
-        fixed = [[solve(op, flux, tau, u, k) for k in counts] for u in us]
+        fixed = [[solve(op, flux, tau, u, jnp.asarray(k)) for k in counts] for u in us]  # one program
         targets, expected = [], []
         for runs in fixed:
             norms = [float(norm) for _, norm in runs]
