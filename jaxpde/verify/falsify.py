@@ -171,8 +171,12 @@ def adam_search(violation, starts, context, project, steps: int, learning_rate: 
     that check them once and search many times."""
     best, best_x, first, bad = _restarts(violation, starts, context, project, steps, learning_rate)
     index = jnp.argmax(best)
-    witness = jax.tree.map(lambda leaf: leaf[index], best_x)
+    witness = _take(best_x, index)
     return Falsification(best[index], witness, jnp.max(first), best, jnp.sum(bad))
+
+
+def _take(tree, index):
+    return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
 def _leaf_dtype(tree: PyTree):
@@ -336,6 +340,7 @@ def structured_starts(
     are the points where Jacobian directions were taken (for pair searches), else zeros.
     """
     count = check_int("restarts", count, minimum=1)
+    radii = _check_radii("radii", radii)
     size = math.prod(in_shape)
     keys = jax.random.split(key, 5)
     basis = _basis_directions(size, count // 3) if count // 3 else np.zeros((0, size))
@@ -344,7 +349,7 @@ def structured_starts(
     jacobian = np.zeros((0, size))
     points = np.zeros((0, size))
     if jacobian_count:
-        at, start = _random_points(keys[:3], jacobian_count, in_shape, _check_radii("radii", radii), dtype)
+        at, start = _random_points(keys[:3], jacobian_count, in_shape, radii, dtype)
         try:
             vectors = _jacobian_directions(f, at, start, JACOBIAN_ITERATIONS)
             jacobian = np.asarray(vectors, np.float64).reshape(jacobian_count, size)
@@ -422,10 +427,6 @@ def _two_round_search(fns, kind, starts, context, seeds, key, restarts, steps, r
         seeds=(*seeds, ("refine", refined)), refined=refined, learning_rate=float(learning_rate), distances=distances,
     )
     return Falsification(worst, witness, jnp.max(start_values), per_restart, nonfinite, region, candidates)
-
-
-def _take(tree, index):
-    return jax.tree.map(lambda leaf: leaf[index], tree)
 
 
 @eqx.filter_jit
