@@ -842,7 +842,9 @@ def test_solve_batched_is_solving_one_by_one():
         value = np.asarray(alone.value)
         np.testing.assert_allclose(batched.value, value, rtol=0, atol=TOL["atol"] * np.abs(value).max())
         assert int(batched.iterations) == int(alone.iterations)
-        np.testing.assert_allclose(batched.history, np.asarray(alone.history), rtol=1e-9, equal_nan=True)
+        # Relative residuals near the solver's floor (1e-11 here) are rounding-level: they
+        # agree to 1e-9 relative or to the suite's absolute tolerance.
+        np.testing.assert_allclose(batched.history, np.asarray(alone.history), rtol=1e-9, atol=TOL["atol"], equal_nan=True)
         assert batched.result == alone.result == Result.successful
 
 
