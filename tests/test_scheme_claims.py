@@ -57,8 +57,8 @@ def test_warm_up_compiles_the_scheme_programs_that_the_claims_then_run(certifica
     sampled measurement of every scheme kind, the falsifier where it searches) without
     running them, and the claims, checked afterwards in parallel threads, find them compiled."""
     warmed = COMPILED.get("warm-up", [])
-    assert "jit(measure)" in warmed or not COMPILED.get("claims")  # compiled here (unless an earlier test did)
-    again = [name for name in COMPILED.get("claims", []) if name == "jit(measure)"]
+    assert "jit(_measure)" in warmed or not COMPILED.get("claims")  # compiled here (unless an earlier test did)
+    again = [name for name in COMPILED.get("claims", []) if name == "jit(_measure)"]
     assert again == [], f"the scheme claims compiled `schemes.measure` again: {again}"
 
 
@@ -235,6 +235,36 @@ def test_implicit_samples_that_miss_the_tolerance_are_solved_again(monkeypatch):
     monkeypatch.setattr(schemes, "measure", one_missed)
     sampled, _ = schemes.run(np.random.default_rng(5), ops, fluxes, taus, "implicit", PLANTED_BUDGET, search=False)
     assert sampled.resolved == 1 and np.all(sampled.excess <= 1)
+
+
+def test_only_long_budgets_measure_with_the_programs_compiled_with_xlas_defaults(monkeypatch):
+    """`runs_optimised`: `QUICK` and `THOROUGH` measure with the programs compiled with XLA's
+    defaults, the tests' budgets with the process's settings (`run` passes the choice to
+    `measure`), and the two programs measure the same."""
+    from jaxpde.claims import QUICK, THOROUGH
+
+    long = Budget(samples=50, depth=2, sizes=(8,), name="test-long", restarts=2, steps=2)
+    assert all(schemes.runs_optimised(b) for b in (QUICK, THOROUGH, long))
+    assert not any(schemes.runs_optimised(b) for b in (BUDGET, PLANTED_BUDGET))
+    rng = np.random.default_rng(6)
+    ops = [op for _, op in sampling.operator_cases(rng, PLANTED_BUDGET.sizes)][:2]
+    fluxes = [sampling.random_fluxes(rng) for _ in ops]
+    taus = np.array([[5 * float(stable_step_size(op, f)) for f in fs] for op, fs in zip(ops, fluxes)])
+    measure, calls = schemes.measure, []
+
+    def recording(*args):
+        calls.append(args)
+        return measure(*args)
+
+    monkeypatch.setattr(schemes, "measure", recording)
+    for budget in (PLANTED_BUDGET, long):
+        schemes.run(np.random.default_rng(7), ops, fluxes, taus, "semi-implicit", budget, search=False)
+    assert [args[-1] for args in calls] == [False, True]
+    *arguments, _ = calls[1]
+    optimised, quick = (jax.tree.map(np.asarray, measure(*arguments, flag)) for flag in (True, False))
+    np.testing.assert_allclose(optimised.ratio, quick.ratio, rtol=1e-12, atol=0)
+    np.testing.assert_allclose(optimised.residual, quick.residual, rtol=0, atol=1e-12)
+    assert np.all(optimised.excess <= 1) and np.all(quick.excess <= 1)
 
 
 def test_a_re_solve_stops_once_its_residual_meets_the_target():

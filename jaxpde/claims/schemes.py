@@ -16,14 +16,13 @@ The semi-implicit and implicit solves are direct or have a fixed iteration count
 converged.
 """
 
-import functools
 import math
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from jaxtyping import Array, PRNGKeyArray
+from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
 from .._xla_flags import RUN_OPTIMISED
 from ..blocks import DiffusionBlock
@@ -75,8 +74,21 @@ FIXED_POINT_ITERATIONS = math.ceil(math.log(1000 * float(np.finfo(np.float64).ep
 # The measurements run the implicit solver's column loops, most of `implicit-stability`'s
 # time: XLA's own defaults (fusion emitters, optimisation level 3) run them 1.2-1.3x faster
 # than the quick settings that `jaxpde certify` selects for the process (`jaxpde._xla_flags`),
-# which is worth their slower compilation here (the falsifier's programs run as fast either way).
-_run_optimised = functools.partial(eqx.filter_jit, compiler_options=RUN_OPTIMISED)
+# which is worth their slower compilation at budgets of `OPTIMISED_SAMPLES` samples x depth
+# per case and flux or more (`QUICK`: 160; the falsifier's programs run as fast either way).
+# The tests' budgets (20 or fewer) compile with the process's settings: the scheme claims'
+# fixture compiled its measurements in 16.7 s with XLA's defaults.
+OPTIMISED_SAMPLES = 100
+
+
+def runs_optimised(budget) -> bool:
+    """Whether the measurements at `budget` run the programs compiled with XLA's defaults."""
+    return budget.samples * budget.depth >= OPTIMISED_SAMPLES
+
+
+def _optimised_or_not(fn):
+    # `fn` jitted twice: with XLA's defaults (`RUN_OPTIMISED`) and with the process's settings.
+    return {True: eqx.filter_jit(fn, compiler_options=RUN_OPTIMISED), False: eqx.filter_jit(fn)}
 
 
 def newton_or_lagged(
@@ -287,21 +299,24 @@ def _measure_one(kind, coefficients, depth, iterations, matrix, case_fluxes, ind
     return jnp.max(ratios), jnp.max(residuals), jnp.max(residuals) / rtol
 
 
-@_run_optimised
 def _measure_samples(matrices, fluxes, indices, taus, signals, kind: str, depth: int, iterations: Array):
     # `_measure_one` over a flat batch of samples (leading axis S of every argument);
     # `iterations` is traced, so that every count of `STRAGGLER_ITERATIONS` runs one program.
     return jax.vmap(lambda *a: _measure_one(kind, None, depth, iterations, *a))(matrices, fluxes, indices, taus, signals)
 
 
-def resolve_stragglers(cases: Cases, signals, taus, sampled: SchemeMeasurements, depth: int):
+_MEASURE_SAMPLES = _optimised_or_not(_measure_samples)
+
+
+def resolve_stragglers(cases: Cases, signals, taus, sampled: SchemeMeasurements, depth: int, optimised: bool = True):
     """Solve again the "implicit" samples whose residual missed the tolerance (`excess`
     not at most 1, NaN included) in the fixed-count batch, with each iteration count of
     `STRAGGLER_ITERATIONS` in turn for those still missing it: they are gathered on the
     host into batches of `STRAGGLER_CHUNK` (one program for every count and batch), so the
     large batch never waits for its slowest member. A re-solve replaces the sample's residuals; its ratio is the
     larger of the solves' (item 1 holds for every iterate). Returns the updated
-    measurements (NumPy, `resolved` = the samples solved again) and that number."""
+    measurements (NumPy, `resolved` = the samples solved again) and that number.
+    `optimised`: the program compiled with XLA's defaults (`runs_optimised`)."""
     ratios, residuals, excesses = (np.array(x) for x in (sampled.ratio, sampled.residual, sampled.excess))
     resolved = 0
     for iterations in STRAGGLER_ITERATIONS:
@@ -314,7 +329,7 @@ def resolve_stragglers(cases: Cases, signals, taus, sampled: SchemeMeasurements,
         for pick in sampling.chunks(count, STRAGGLER_CHUNK):
             rows = c[pick]
             fluxes = jax.tree.map(lambda x, rows=rows: np.asarray(x)[rows], cases.fluxes)
-            parts.append(jax.tree.map(np.asarray, _measure_samples(
+            parts.append(jax.tree.map(np.asarray, _MEASURE_SAMPLES[optimised](
                 np.asarray(cases.matrices)[rows], fluxes, f[pick], np.asarray(taus)[c, f, b][pick],
                 np.asarray(signals)[c, f, b][pick], "implicit", depth, np.int32(iterations),
             )))
@@ -326,11 +341,7 @@ def resolve_stragglers(cases: Cases, signals, taus, sampled: SchemeMeasurements,
     return jax.tree.map(np.asarray, updated), resolved
 
 
-@_run_optimised
-def measure(cases: Cases, signals: Array, taus: Array, kind: str, coefficients, depth: int) -> SchemeMeasurements:
-    """Apply scheme `kind` `depth` times to every signal (`(C, F, B, N)`, zero-padded) at
-    the step sizes `taus` (`(C, F, B)`)."""
-
+def _measure(cases: Cases, signals: Array, taus: Array, kind: str, coefficients, depth: int) -> SchemeMeasurements:
     def per_flux(index, flux_taus, flux_signals):
         def per_case(matrix, case_fluxes, case_taus, case_signals):
             def one(tau, u):
@@ -342,6 +353,18 @@ def measure(cases: Cases, signals: Array, taus: Array, kind: str, coefficients, 
 
     ratio, residual, excess = sampling.map_fluxes(per_flux, taus, signals)
     return SchemeMeasurements(ratio, residual, excess)
+
+
+_MEASURE = _optimised_or_not(_measure)
+
+
+def measure(
+    cases: Cases, signals: ArrayLike, taus: ArrayLike, kind: str, coefficients, depth: int, optimised: bool = True
+) -> SchemeMeasurements:
+    """Apply scheme `kind` `depth` times to every signal (`(C, F, B, N)`, zero-padded) at
+    the step sizes `taus` (`(C, F, B)`); `optimised`: the program compiled with XLA's
+    defaults (`runs_optimised`)."""
+    return _MEASURE[optimised](cases, signals, taus, kind, coefficients, depth)
 
 
 @eqx.filter_jit
@@ -491,7 +514,9 @@ def _run_group(rng, ops, fluxes, taus, kind, budget, coefficients, smallest_frac
         found = jax.tree.map(np.asarray, attack(cases, key, kind, coefficients, budget.restarts, budget.steps))
         signals, fractions = _with_witness(signals, fractions, found.witness[0])
     steps = np.asarray(taus)[..., None] * fractions
-    sampled = jax.tree.map(np.asarray, measure(cases, signals, steps, kind, coefficients, budget.depth))
+    sampled = jax.tree.map(
+        np.asarray, measure(cases, signals, steps, kind, coefficients, budget.depth, runs_optimised(budget))
+    )
     return (sampled.ratio, sampled.residual, sampled.excess), found, signals, steps
 
 
@@ -521,7 +546,9 @@ def run(
     )
     sampled = jax.tree.map(np.asarray, SchemeMeasurements(jnp.asarray(ratio), jnp.asarray(residual), jnp.asarray(excess)))
     if kind == "implicit" and not np.all(excess <= 1):  # stragglers (NaN included)
-        sampled, _ = resolve_stragglers(adversarial.stack_cases(ops, fluxes, taus), signals, steps, sampled, budget.depth)
+        sampled, _ = resolve_stragglers(
+            adversarial.stack_cases(ops, fluxes, taus), signals, steps, sampled, budget.depth, runs_optimised(budget)
+        )
     return sampled, found
 
 
@@ -539,4 +566,5 @@ def compile_run(ops, fluxes, taus, kind: str, budget, *, coefficients=None, sear
             attack.lower(cases, key, kind, device_coefficients, budget.restarts, budget.steps).compile()
             signals, fractions = _with_witness(signals, fractions, signals[:, :, 0])
         steps = np.asarray(taus)[group][..., None] * fractions
-        measure.lower(cases, signals, steps, kind, device_coefficients, budget.depth).compile()
+        program = _MEASURE[runs_optimised(budget)]
+        program.lower(cases, signals, steps, kind, device_coefficients, budget.depth).compile()
