@@ -12,12 +12,15 @@ The claims re-evaluate the witnesses over `depth` steps with the measurements of
 random samples (`recheck_cases`).
 """
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Int, PRNGKeyArray
 
+from .._xla_flags import SEARCH_OPTIMISED
 from ..fluxes import AbstractFlux, Linear
 from ..operators import AbstractOperator
 from ..sharding import shard_count, sharded_vmap
@@ -187,7 +190,7 @@ def log_uniform(key: PRNGKeyArray, count: int, bounds: tuple[float, float], dtyp
     return jnp.exp(exponents)
 
 
-@eqx.filter_jit
+@functools.partial(eqx.filter_jit, compiler_options=SEARCH_OPTIMISED)
 def attack(
     cases: Cases,
     key: PRNGKeyArray,

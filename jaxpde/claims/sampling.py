@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, Float, Key, PRNGKeyArray
 
+from .._xla_flags import SEARCH_OPTIMISED
 from ..blocks import DiffusionBlock
 from ..fluxes import FLUXES, AbstractFlux, Linear, TotalVariation
 from ..operators import BOUNDARIES, AbstractOperator, Derivative, Matrix, Stencil
@@ -441,7 +442,7 @@ def _masked_convex_sums(v: Array, mask: Array, scale: Array, low: Array) -> Arra
     return jnp.sum(jnp.where(mask[None] > 0, terms, 0.0), axis=1)
 
 
-@eqx.filter_jit
+@functools.partial(eqx.filter_jit, compiler_options=SEARCH_OPTIMISED)
 def evaluate_cases(
     matrices: Float[Array, "C R N"],
     masks: Float[Array, "C N"],

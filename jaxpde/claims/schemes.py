@@ -16,6 +16,7 @@ The semi-implicit and implicit solves are direct or have a fixed iteration count
 converged.
 """
 
+import functools
 import math
 
 import equinox as eqx
@@ -24,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, PRNGKeyArray
 
-from .._xla_flags import RUN_OPTIMISED
+from .._xla_flags import RUN_OPTIMISED, SEARCH_OPTIMISED
 from ..blocks import DiffusionBlock
 from ..operators import Matrix
 from ..schemes.cycle import three_term_cycle
@@ -367,7 +368,7 @@ def measure(
     return _MEASURE[optimised](cases, signals, taus, kind, coefficients, depth)
 
 
-@eqx.filter_jit
+@functools.partial(eqx.filter_jit, compiler_options=SEARCH_OPTIMISED)
 def attack(
     cases: Cases, key: PRNGKeyArray, kind: str, coefficients, restarts: int, steps: int
 ) -> Attack:
