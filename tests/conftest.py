@@ -6,11 +6,11 @@ import hypothesis
 import jax
 import pytest
 
-from jaxpde._xla_flags import TEST_OPTIMIZATION_LEVEL, prefer_quick_compilation
+from jaxpde._xla_flags import prefer_quick_compilation
 
-# The suite compiles many small programs that run for milliseconds: XLA:CPU's loop emitters,
-# as `jaxpde certify` uses, and LLVM's level 0 (`jaxpde._xla_flags`).
-prefer_quick_compilation(optimization_level=TEST_OPTIMIZATION_LEVEL)
+# The suite compiles many small programs: XLA:CPU's loop emitters and LLVM's level 0, as
+# `jaxpde certify` uses (`jaxpde._xla_flags`).
+prefer_quick_compilation()
 
 # Four CPU devices: the claim checks run sharded across them (`helpers.CLAIM_DEVICES`);
 # everything else runs on the first, as on a one-device machine.
