@@ -16,8 +16,9 @@ through `XLA_FLAGS`, before JAX starts its backends. The programs that run long 
 more with `compiler_options`: the claims' shared samples and falsifier searches for level
 2 (`SEARCH_OPTIMISED`), the scheme claims' measurements at full budgets for XLA's
 defaults (`RUN_OPTIMISED`). Measured on 2 cores against level 2 for the process: the
-whole test suite 653 -> 406 s (1269 -> 790 CPU seconds); `jaxpde certify`, two
-interleaved pairs, 213.9 / 237.6 -> 202.3 / 202.7 s (380 / 405 -> 353 / 342 CPU seconds).
+whole test suite, every program at level 0, 653 -> 406 s (1269 -> 790 CPU seconds);
+`jaxpde certify`, two interleaved pairs, 213.9 / 237.6 -> 202.3 / 202.7 s (380 / 405 ->
+353 / 342 CPU seconds).
 `prefer_quick_compilation()` does not touch a flag the user has set, and it sets nothing
 on jaxlib versions outside those on which it was measured (XLA aborts the process on an
 unknown flag in `XLA_FLAGS`). Library code that users call from their own programs is

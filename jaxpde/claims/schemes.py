@@ -77,8 +77,8 @@ FIXED_POINT_ITERATIONS = math.ceil(math.log(1000 * float(np.finfo(np.float64).ep
 # than the quick settings that `jaxpde certify` selects for the process (`jaxpde._xla_flags`),
 # which is worth their slower compilation at budgets of `OPTIMISED_SAMPLES` samples x depth
 # per case and flux or more (`QUICK`: 160; the falsifier's programs run as fast either way).
-# The tests' budgets (20 or fewer) compile with the process's settings: the scheme claims'
-# fixture compiled its measurements in 16.7 s with XLA's defaults.
+# The tests' budgets (20 or fewer) compile with the process's settings: the scheme-claim
+# fixture of the tests compiles its measurements in 4.6 s instead of 16.7 s.
 OPTIMISED_SAMPLES = 100
 
 
