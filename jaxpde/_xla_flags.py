@@ -39,6 +39,11 @@ FUSION_EMITTERS = {FLAG: True}
 # `compiler_options` of a program that runs long enough for XLA's own defaults (fusion
 # emitters, optimisation level 3) to pay for their slower compilation.
 RUN_OPTIMISED = {**FUSION_EMITTERS, OPTIMIZATION_FLAG: 3}
+# `compiler_options` of a program whose compilation costs far more than its run (the
+# multigrid claims' hierarchies and cycles): level 0 whatever the process selects (the
+# command and the tests select it too), about a third less time to compile than level 2, a
+# fraction of a second more to run.
+QUICK_COMPILE = {OPTIMIZATION_FLAG: 0}
 # `compiler_options` of a program that runs long even at the tests' budgets: the claims'
 # shared samples and falsifier searches (restarts x steps Adam iterations), at level 2
 # whatever the process selects. In the tests' claim fixtures, against level 0: explicit

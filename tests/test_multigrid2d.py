@@ -17,7 +17,7 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 
 from jaxpde import Derivative, Gradient
-from jaxpde.claims.sampling import QUICK_COMPILE
+from jaxpde._xla_flags import QUICK_COMPILE
 from jaxpde.fluxes import Frozen, Linear, PeronaMalik, frozen_diffusivity
 from jaxpde.nn.unet2d import MultigridUNet2D
 from jaxpde.schemes import (

@@ -9,7 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .._xla_flags import FUSION_EMITTERS
+from .._xla_flags import FUSION_EMITTERS, QUICK_COMPILE
 from ..blocks import stable_step_size
 from ..fluxes import Frozen, Linear, frozen_diffusivity
 from ..nn.unet import MultigridUNet, random_systems
@@ -49,7 +49,7 @@ POWER_ITERATIONS = 20
 # Step sizes of the stability claim: up to this multiple of the explicit bound.
 LARGEST_MULTIPLE = 1e4
 # The claims' own programs (hierarchies and cycles): compiled with less optimisation.
-_quickly_compiled = functools.partial(eqx.filter_jit, compiler_options=sampling.QUICK_COMPILE)
+_quickly_compiled = functools.partial(eqx.filter_jit, compiler_options=QUICK_COMPILE)
 
 
 def multigrid_sizes(budget: Budget) -> tuple[int, ...]:
@@ -319,7 +319,7 @@ def _random_systems(op, seed, tau, count: int):
 # process selects (`jaxpde._xla_flags`): the 1e-12 tolerance assumes the two programs round
 # alike, and the loop emitters round the two differently enough to reach 3e-13 on one device
 # and 1e-12 on four (4.8e-14 under the fusion emitters).
-@functools.partial(eqx.filter_jit, compiler_options={**sampling.QUICK_COMPILE, **FUSION_EMITTERS})
+@functools.partial(eqx.filter_jit, compiler_options={**QUICK_COMPILE, **FUSION_EMITTERS})
 def _unet_difference(multigrid, systems, iterates, rhs):
     """The largest relative difference of the U-net of `multigrid` (for systems shaped like
     `systems`) from the V-cycle, over the systems, iterates and right-hand sides."""

@@ -9,6 +9,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from .._xla_flags import QUICK_COMPILE
 from ..fluxes import frozen_diffusivity
 from ..nn.unet2d import MultigridUNet2D
 from ..operators2d import Gradient
@@ -35,7 +36,7 @@ LOGIT_SCALE, OFFSET_SCALE = 3.0, 2.0
 # Rounds of the search (each evaluates one batch of perturbed diffusivities).
 SEARCH_ROUNDS = 3
 _quickly_compiled = functools.partial(
-    eqx.filter_jit, compiler_options=sampling.QUICK_COMPILE
+    eqx.filter_jit, compiler_options=QUICK_COMPILE
 )
 
 

@@ -591,13 +591,3 @@ def measure_cases(
         drawn[0].top.astype(float), keys, depth, sizes=sizes, step_multipliers=step_multipliers,
         use_lower_norm=use_lower_norm,
     )
-
-
-# --- programs that a claim compiles for itself and runs a few times -------------------
-
-# XLA options for programs whose compilation costs far more than their run (the multigrid
-# claims' hierarchies and cycles): level 0 whatever the process selects (`jaxpde certify`
-# selects it too), about a third less time to compile than level 2, a fraction of a second
-# more to run. Use as
-# `functools.partial(eqx.filter_jit, compiler_options=QUICK_COMPILE)`.
-QUICK_COMPILE = {"xla_backend_optimization_level": 0}
