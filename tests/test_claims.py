@@ -133,8 +133,10 @@ def test_budget_validation():
 
 def test_cli_json_and_report(tmp_path, capsys, monkeypatch, certificates):
     monkeypatch.setenv("JAXPDE_CACHE_DIR", "")
-    monkeypatch.setattr(jaxpde.claims, "QUICK", TEST_BUDGET)  # reuse the compiled programs
-    code = main(["certify", "--json", "--claim", "derivative-norm", "--claim", "max-min-principle", "--out", str(tmp_path)])
+    # The programs that `certificates` compiled: its budget, sharded across its devices.
+    monkeypatch.setattr(jaxpde.claims, "QUICK", TEST_BUDGET)
+    claims = ["--claim", "derivative-norm", "--claim", "max-min-principle"]
+    code = main(["certify", "--json", *claims, "--devices", CLAIM_DEVICES, "--out", str(tmp_path)])
     assert code == 0
     results = json.loads(capsys.readouterr().out)
     assert [r["id"] for r in results] == ["derivative-norm", "max-min-principle"]

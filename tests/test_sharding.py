@@ -24,6 +24,7 @@ import numpy as np
 import pytest
 from jax.sharding import NamedSharding, PartitionSpec
 
+import jaxpde.sharding
 from jaxpde import Derivative, Matrix, Stencil, fluxes
 from jaxpde.claims import QUICK, Budget, check_all, get_claim, sampling
 from jaxpde.cli import main
@@ -221,6 +222,49 @@ def test_schemes_sharded(four_devices, case):
         assert f"{context}_error" not in result, result.get(f"{context}_error")
         assert result[context] <= SCHEME_CASES[case], context
     assert all(AXIS in spec for spec in result["set_mesh_spec"])  # the batch stayed split
+
+
+def test_operations_outside_the_sharded_programs_stay_on_one_device():
+    """Inside `devices_context` only the programs of `sharded_vmap` run across the devices
+    (their results replicated on every one); an eager operation runs on the default device,
+    not replicated across the mesh as under `jax.set_mesh`."""
+    x = jnp.arange(10.0)
+    program = jax.jit(sharded_vmap(lambda v: 2 * v))
+    with devices_context("all"):
+        eager = jnp.sin(x) + 1
+        sharded = program(x)
+    assert eager.sharding.device_set == {jax.devices()[0]}
+    assert sharded.sharding.device_set == set(jax.devices()) and sharded.sharding.is_fully_replicated
+    np.testing.assert_array_equal(sharded, 2 * x)
+
+
+def test_devices_context_refuses_other_devices_of_a_size_already_used(monkeypatch):
+    """`jax.jit` reuses a sharded program for every mesh of its size: one process shards
+    across one set of devices per size, and `devices_context` says so for another."""
+    monkeypatch.setattr(jaxpde.sharding, "_FIRST_MESHES", {})
+    program = jax.jit(sharded_vmap(lambda v: v + 1))  # traced here only
+    first, other = jax.devices()[:2], jax.devices()[2:]
+    with devices_context(first):
+        program(jnp.arange(4.0))
+    with pytest.raises(ValueError, match=r"`devices` names 2 devices \[2, 3\].*\[0, 1\] before"):
+        devices_context(other)
+    with devices_context(2):  # the first two again
+        np.testing.assert_array_equal(program(jnp.arange(4.0)), jnp.arange(1.0, 5.0))
+
+
+def test_a_program_traced_under_the_users_set_mesh_runs_in_devices_context(monkeypatch):
+    """`sharded_vmap` shards inside the user's own `jax.set_mesh` too; a program traced
+    there runs afterwards in `devices_context` of the same mesh (entered with
+    `jax.set_mesh` then), with the same values."""
+    monkeypatch.setattr(jaxpde.sharding, "_SET_MESHES", set())
+    program = jax.jit(sharded_vmap(lambda v: jnp.cos(v) * v))
+    x = jnp.linspace(0.0, 1.0, 7)
+    with jax.set_mesh(sample_mesh("all")):
+        under_set_mesh = program(x)
+    with devices_context("all"):
+        in_context = program(x)
+    np.testing.assert_array_equal(under_set_mesh, in_context)
+    assert in_context.sharding.device_set == set(jax.devices())
 
 
 def test_cli_refuses_more_devices_than_visible(monkeypatch, capsys):
