@@ -3,9 +3,9 @@ r"""Sharding batched checks across devices: one mesh axis, `"samples"`.
 Certification is embarrassingly parallel: every sampled input and every configuration
 is checked on its own, and the verdict is a maximum over them. `sharded_vmap(f)` is
 `jax.vmap(f)` that, inside `devices_context(devices)` (or `jax.set_mesh(mesh)`) with a
-`"samples"` axis of several devices, splits the batch across them with `jax.shard_map` (padding it to a multiple
-of the device count with copies of its first entry) and gathers the result, replicated
-on every device, so every host of a multi-host run can read it. Each entry is computed
+`"samples"` axis of several devices, splits the batch across them with `jax.shard_map`
+(padding it to a multiple of the device count with copies of its first entry) and gathers
+the result, replicated on every device, so every host of a multi-host run can read it. Each entry is computed
 by the same per-entry program as without a mesh; on CPU the results agree bit for bit
 (`tests/test_sharding.py`).
 
