@@ -110,7 +110,7 @@ def devices_context(devices: str | int | Sequence[jax.Device] | Mesh | None):
         if mesh.abstract_mesh in _SET_MESHES:
             return jax.set_mesh(mesh)
         first = _FIRST_MESHES.setdefault(mesh.abstract_mesh, mesh)
-    if first.devices.tolist() != mesh.devices.tolist():
+    if first != mesh:  # the same abstract mesh on other devices
         raise ValueError(
             f"`devices` names {mesh.size} devices {_ids(mesh)}, but this process has sharded across "
             f"{_ids(first)} before: jax.jit keys the sharded programs on the number of devices alone. "

@@ -14,7 +14,9 @@ import pytest
 
 from jaxpde import Derivative, stable_step_size
 from jaxpde.claims import (
+    QUICK,
     SCHEME_CLAIMS,
+    THOROUGH,
     Budget,
     check_all,
     cycles,
@@ -241,8 +243,6 @@ def test_only_long_budgets_measure_with_the_programs_compiled_with_xlas_defaults
     """`runs_optimised`: `QUICK` and `THOROUGH` measure with the programs compiled with XLA's
     defaults, the tests' budgets with the process's settings (`run` passes the choice to
     `measure`), and the two programs measure the same."""
-    from jaxpde.claims import QUICK, THOROUGH
-
     long = Budget(samples=50, depth=2, sizes=(8,), name="test-long", restarts=2, steps=2)
     assert all(schemes.runs_optimised(b) for b in (QUICK, THOROUGH, long))
     assert not any(schemes.runs_optimised(b) for b in (BUDGET, PLANTED_BUDGET))
