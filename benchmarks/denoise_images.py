@@ -350,7 +350,7 @@ def run_sigma(sigma255, args, budget_seconds, log) -> dict:
         )
     except ImportError:
         log(
-            "  BM3D: the bm3d package is not installed (pip install 'jaxpde[images]'); row skipped"
+            "  BM3D: the bm3d package is not installed (pip install -e '.[bench]'); row skipped"
         )
     if sigma255 not in args.network_sigmas:
         return {

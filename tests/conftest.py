@@ -12,8 +12,9 @@ from jaxpde._xla_flags import prefer_quick_compilation
 # `jaxpde certify` uses (`jaxpde._xla_flags`).
 prefer_quick_compilation()
 
-# Four CPU devices: the claim checks run sharded across them (`helpers.CLAIM_DEVICES`);
-# everything else runs on the first, as on a one-device machine.
+# Four CPU devices: the sharding tests run across them, and in the thorough profile the
+# claim checks too (`helpers.CLAIM_DEVICES`); everything else runs on the first, as on a
+# one-device machine.
 jax.config.update("jax_num_cpu_devices", 4)
 # Numerics tests run in float64 on purpose; float32 paths are tested explicitly.
 jax.config.update("jax_enable_x64", True)

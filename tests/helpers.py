@@ -1,5 +1,7 @@
 """Shared test helpers: tolerances, comparisons, independent references, strategies."""
 
+import os
+
 import jax
 import numpy as np
 import pytest
@@ -105,11 +107,15 @@ from jaxpde.testing import (  # noqa: F401
     step_fractions,
 )
 
-# The claim checks of the tests run sharded over every device: the suite runs with four
-# CPU devices (conftest.py), so that every registered claim is certified with its samples
-# split across devices, as `jaxpde certify --devices all` does (a claim added later cannot
-# break `--devices` unnoticed).
-CLAIM_DEVICES = "all"
+# The devices of the claim checks in the tests. In the thorough profile every device: the
+# suite runs with four CPU devices (conftest.py), so that every registered claim is
+# certified with its samples split across devices, as `jaxpde certify --devices all` does
+# (a claim added later cannot break `--devices` unnoticed). The default profile checks
+# the claims on one device, as `jaxpde certify` does, and the sharded path on one claim, the
+# explicit claims' shared program and every solver path of the schemes
+# (tests/test_sharding.py): sharding every claim's programs as well compiled each claim
+# fixture again for four devices, about 30 s more in all.
+CLAIM_DEVICES = "all" if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "thorough" else None
 
 
 def claim_budget():

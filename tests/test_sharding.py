@@ -4,7 +4,8 @@ The test session runs with four CPU devices (`conftest.py`), so the comparisons 
 in this process: `sharded_vmap` against `jax.vmap`, the explicit claims' shared program,
 a claim checked on one device and on all four, and every solver path of the implicit and
 semi-implicit schemes inside `jax.shard_map` and under `jax.set_mesh`. (Every registered
-claim is also checked sharded, by the claim tests: `helpers.CLAIM_DEVICES`.)
+claim is also checked sharded by the claim tests in the thorough profile:
+`helpers.CLAIM_DEVICES`.)
 
 Differences are reported as the largest absolute difference between one device and
 several: per-entry values agree bit for bit, sums within an entry up to rounding (XLA
@@ -55,9 +56,6 @@ SCHEME_CASES = {  # solver path: tolerance relative to the largest value
 
 BUDGET = Budget(samples=6, depth=2, sizes=(16,), name="test-sharding", restarts=8, steps=20)
 SHARDED_CLAIMS = ("radial-basis-flux",)
-# The whole registry at a tiny budget: every claim must run sharded, not certify well. (With
-# 5 samples nonmonotone-stability can miss the decreasing branch of its fluxes and reports
-# "violated", on one device as well.)
 
 
 class Scaled(eqx.Module):
