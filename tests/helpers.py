@@ -1,7 +1,6 @@
 """Shared test helpers: tolerances, comparisons, independent references, strategies."""
 
-import os
-
+import hypothesis
 import jax
 import numpy as np
 import pytest
@@ -115,7 +114,7 @@ from jaxpde.testing import (  # noqa: F401
 # explicit claims' shared program and every solver path of the schemes
 # (tests/test_sharding.py): sharding every claim's programs as well compiled them again for
 # four devices (the five claim test files in one process: 180 s instead of 148 s).
-CLAIM_DEVICES = "all" if os.environ.get("HYPOTHESIS_PROFILE", "ci") == "thorough" else None
+CLAIM_DEVICES = "all" if hypothesis.settings.get_current_profile_name() == "thorough" else None
 
 
 def claim_budget():
